@@ -1,0 +1,18 @@
+# Space-Time Region Graphs (Wang & Gupta, ECCV 2018) on Something-Something v1.
+# A table of contents: config and its schema, one rule file per stage, and the targets.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/dataset.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

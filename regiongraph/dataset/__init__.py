@@ -1,0 +1,1 @@
+"""The dataset side: archives, CSVs, split links, the index, shards, clip sampling, the toy set."""

@@ -1,0 +1,134 @@
+"""HDF5 shards: one writer per file, atomic completion, provenance in attributes.
+
+Every stage that writes ``{stage}/{split}/shard-{k}.h5`` goes through :func:`shard_writer`:
+the file is written under a temporary name, its root attributes record what produced it
+(``stage``, the stage's settings as JSON, the code version, the inputs' sizes) and
+``complete = True`` is set last, before the rename. :func:`open_shard` opens read-only,
+refuses a file without ``complete`` (a shard left half-written by a killed job under an old
+non-atomic writer, or copied partially), and refuses one whose recorded settings disagree with
+what the reader expects, naming both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from regiongraph import __version__
+from regiongraph.io.atomic import atomic_path
+
+
+class ShardMismatchError(ValueError):
+    """A shard was produced under other settings than the reader expects."""
+
+
+def code_version() -> str:
+    """The package version, plus the git commit when run from a checkout."""
+    here = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{__version__}+{commit}" if commit else __version__
+
+
+def file_checksum(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return f"{algorithm}:{digest.hexdigest()}"
+
+
+def input_summary(paths: Mapping[str, str | os.PathLike]) -> dict[str, dict[str, Any]]:
+    """Size and modification time of each named input (cheap; checksums are for weights)."""
+    summary = {}
+    for name, path in paths.items():
+        stat = os.stat(path)
+        summary[name] = {"path": str(path), "bytes": stat.st_size, "mtime": int(stat.st_mtime)}
+    return summary
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, (dict, list, tuple)) or value is None:
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
+
+
+@contextlib.contextmanager
+def shard_writer(
+    path: str | os.PathLike,
+    stage: str,
+    settings: Mapping[str, Any],
+    inputs: Mapping[str, str | os.PathLike] | None = None,
+) -> Iterator[h5py.File]:
+    """Open ``path``'s temporary twin for writing; on clean exit mark complete and rename."""
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", libver="latest") as handle:
+            handle.attrs["stage"] = stage
+            handle.attrs["settings"] = json.dumps(dict(settings), sort_keys=True, default=str)
+            handle.attrs["code_version"] = code_version()
+            handle.attrs["inputs"] = json.dumps(input_summary(inputs or {}), sort_keys=True)
+            handle.attrs["complete"] = False
+            yield handle
+            handle.attrs["complete"] = True
+            handle.flush()
+
+
+def shard_settings(handle: h5py.File) -> dict[str, Any]:
+    return json.loads(handle.attrs["settings"])
+
+
+def open_shard(
+    path: str | os.PathLike,
+    stage: str | None = None,
+    expect: Mapping[str, Any] | None = None,
+) -> h5py.File:
+    """Open a finished shard read-only; check completeness, stage and expected settings.
+
+    ``expect`` maps setting names to the values the reader needs; any that differ from the
+    recorded ones raise :class:`ShardMismatchError` listing shard value and expected value.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: shard does not exist")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise ValueError(f"{path}: not a readable HDF5 file ({error}); delete it and rerun") from error
+    if not bool(handle.attrs.get("complete", False)):
+        handle.close()
+        raise ValueError(f"{path}: shard is incomplete (written by a job that did not finish); delete it and rerun")
+    if stage is not None and handle.attrs.get("stage") != stage:
+        found = handle.attrs.get("stage")
+        handle.close()
+        raise ShardMismatchError(f"{path}: holds stage {found!r}, expected {stage!r}")
+    if expect:
+        recorded = shard_settings(handle)
+        diffs = [
+            f"{key}: shard has {recorded.get(key)!r}, config wants {value!r}"
+            for key, value in expect.items()
+            if _normalise(recorded.get(key)) != _normalise(value)
+        ]
+        if diffs:
+            handle.close()
+            raise ShardMismatchError(f"{path}: produced under other settings: " + "; ".join(diffs))
+    return handle
+
+
+def _normalise(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
