@@ -4,7 +4,6 @@ import os
 
 from snakemake.utils import validate
 
-
 validate(config, schema="../config/schema.yaml")
 
 SPLITS = ["train", "validation", "test"]
@@ -63,3 +62,9 @@ def register_target(stage, paths):
 
 def all_targets():
     return [path for paths in TARGETS.values() for path in paths]
+
+
+wildcard_constraints:
+    split="train|validation|test",
+    k=r"\d{3}",
+    stream="rgb|flow",

@@ -96,7 +96,12 @@ def read_video_frames(
         if image.shape[:2] != first:
             log.warning(
                 "%s: frame %d is %dx%d, the first frame is %dx%d; resized to the first",
-                frame_dir, int(indices[i]), image.shape[1], image.shape[0], first[1], first[0],
+                frame_dir,
+                int(indices[i]),
+                image.shape[1],
+                image.shape[0],
+                first[1],
+                first[0],
             )
             out[i] = cv2.resize(image, (first[1], first[0]), interpolation=cv2.INTER_LINEAR)
     return np.stack(out)

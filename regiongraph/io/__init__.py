@@ -3,12 +3,12 @@
 from regiongraph.io.atomic import atomic_path, write_csv, write_json, write_parquet
 from regiongraph.io.dropped import DROPPED_COLUMNS, read_dropped, record_dropped
 from regiongraph.io.shards import (
-    shard_settings,
     ShardMismatchError,
     code_version,
     file_checksum,
     input_summary,
     open_shard,
+    shard_settings,
     shard_writer,
 )
 

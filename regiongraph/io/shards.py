@@ -109,10 +109,14 @@ def open_shard(
     try:
         handle = h5py.File(path, "r")
     except OSError as error:
-        raise ValueError(f"{path}: not a readable HDF5 file ({error}); delete it and rerun") from error
+        raise ValueError(
+            f"{path}: not a readable HDF5 file ({error}); delete it and rerun"
+        ) from error
     if not bool(handle.attrs.get("complete", False)):
         handle.close()
-        raise ValueError(f"{path}: shard is incomplete (written by a job that did not finish); delete it and rerun")
+        raise ValueError(
+            f"{path}: shard is incomplete (written by a job that did not finish); delete it and rerun"
+        )
     if stage is not None and handle.attrs.get("stage") != stage:
         found = handle.attrs.get("stage")
         handle.close()

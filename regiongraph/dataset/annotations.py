@@ -1,0 +1,174 @@
+"""The four CSVs of Something-Something v1 and the split layout of links.
+
+- ``something-something-v1-labels.csv``: one label per line (labels may contain commas, so
+  the file is read line by line, not as CSV). The label index is the 0-based row order of
+  this file, the convention of mmaction2; TSM sorts the labels alphabetically instead.
+- ``something-something-v1-{train,validation}.csv``: ``video_id;label`` per line.
+- ``something-something-v1-test.csv``: one video id per line (no labels).
+
+:func:`split_videos` lays out ``frames/{split}/{label_index}/{video_id}`` as symbolic links to
+the extracted frame folders (``frames/test/unlabeled/{video_id}`` for the test split). The raw
+frames are never moved or modified: the original recipe moved them with ``mv``, destroying the
+extracted archive.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+CSV_PREFIX = "something-something-v1"
+SPLITS = ("train", "validation", "test")
+TEST_LABEL_DIR = "unlabeled"
+
+
+class AnnotationError(ValueError):
+    """An annotation file cannot be used at all (missing, or ambiguous labels)."""
+
+
+def read_labels(path: str | os.PathLike) -> list[str]:
+    """Labels in file order; a duplicate label is an error (the index would be ambiguous)."""
+    path = Path(path)
+    if not path.exists():
+        raise AnnotationError(f"{path}: labels file does not exist")
+    labels: list[str] = []
+    seen: dict[str, int] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        label = line.strip()
+        if not label:
+            continue
+        if label in seen:
+            raise AnnotationError(
+                f"{path}:{number}: duplicate label {label!r} (first on line {seen[label]})"
+            )
+        seen[label] = number
+        labels.append(label)
+    if not labels:
+        raise AnnotationError(f"{path}: labels file is empty")
+    return labels
+
+
+def read_split_csv(path: str | os.PathLike, labeled: bool) -> list[tuple[str, str | None, int]]:
+    """``(video_id, label or None, line number)`` for each non-empty line."""
+    path = Path(path)
+    if not path.exists():
+        raise AnnotationError(f"{path}: split file does not exist")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        if labeled:
+            video_id, sep, label = line.partition(";")
+            if not sep:
+                raise AnnotationError(f"{path}:{number}: expected 'video_id;label', got {line!r}")
+            rows.append((video_id.strip(), label.strip(), number))
+        else:
+            rows.append((line.split(";")[0].strip(), None, number))
+    return rows
+
+
+@dataclass
+class SplitResult:
+    videos: pd.DataFrame  # video_id, split, label, label_index, frame_dir, raw_dir
+    dropped: pd.DataFrame  # video_id, split, reason, stage
+    labels: list[str]
+
+
+def split_videos(
+    annotations: str | os.PathLike,
+    raw_frames: str | os.PathLike,
+    frames_out: str | os.PathLike,
+) -> SplitResult:
+    """Map every listed video to its label index and link its frame folder into the split layout.
+
+    Unknown labels, ids listed twice (in one split or across splits: the first listing wins)
+    and ids without a frame folder are reported in the result's ``dropped`` table, and the run
+    goes on.
+    """
+    annotations, raw_frames, frames_out = Path(annotations), Path(raw_frames), Path(frames_out)
+    labels = read_labels(annotations / f"{CSV_PREFIX}-labels.csv")
+    label_index = {label: i for i, label in enumerate(labels)}
+    kept, dropped = [], []
+    first_seen: dict[str, str] = {}
+    for split in SPLITS:
+        csv_path = annotations / f"{CSV_PREFIX}-{split}.csv"
+        for video_id, label, number in read_split_csv(csv_path, labeled=split != "test"):
+            where = f"{csv_path.name}:{number}"
+            if video_id in first_seen:
+                dropped.append(
+                    (
+                        video_id,
+                        split,
+                        f"duplicate id ({where}); first listed in {first_seen[video_id]}",
+                    )
+                )
+                continue
+            first_seen[video_id] = f"{split} ({where})"
+            if label is not None and label not in label_index:
+                dropped.append((video_id, split, f"unknown label {label!r} ({where})"))
+                continue
+            raw_dir = raw_frames / video_id
+            if not raw_dir.is_dir():
+                dropped.append((video_id, split, f"no frame folder {raw_dir}"))
+                continue
+            index = label_index[label] if label is not None else -1
+            kept.append((video_id, split, label or "", index, raw_dir))
+    for video_id, split, reason in dropped:
+        log.warning("dropped video %s (%s): %s", video_id, split, reason)
+    if frames_out.exists():
+        _remove_links(frames_out)
+    partial = frames_out.with_name(frames_out.name + ".partial")
+    if partial.exists():
+        _remove_links(partial)
+    rows = []
+    made: set[Path] = set()
+    for video_id, split, label, index, raw_dir in kept:
+        group = frames_out / split / (str(index) if index >= 0 else TEST_LABEL_DIR)
+        link_dir = partial / group.relative_to(frames_out)
+        if link_dir not in made:
+            link_dir.mkdir(parents=True, exist_ok=True)
+            made.add(link_dir)
+        # relative links keep working when the results folder is moved or mounted elsewhere
+        os.symlink(os.path.relpath(raw_dir, group), link_dir / video_id)
+        rows.append((video_id, split, label, index, str(group / video_id), str(raw_dir)))
+    partial.mkdir(parents=True, exist_ok=True)
+    os.replace(partial, frames_out)
+    videos = pd.DataFrame(
+        rows, columns=["video_id", "split", "label", "label_index", "frame_dir", "raw_dir"]
+    )
+    videos["label_index"] = videos["label_index"].astype("int64")
+    dropped_df = pd.DataFrame(
+        [(v, s, r, "split") for v, s, r in dropped],
+        columns=["video_id", "split", "reason", "stage"],
+    )
+    log.info("split: %d videos linked, %d dropped", len(videos), len(dropped_df))
+    return SplitResult(videos, dropped_df, labels)
+
+
+def _remove_links(folder: Path) -> None:
+    """Remove a tree of directories and symlinks without ever following a link.
+
+    Refuses (before removing anything) when the tree holds a regular file: a split folder
+    holds only links, so anything else means the path points at real data.
+    """
+    for root, dirs, files in os.walk(folder):
+        for name in files:
+            if not os.path.islink(os.path.join(root, name)):
+                raise AnnotationError(
+                    f"{folder}: holds a regular file {name!r}; not a split folder, not removing it"
+                )
+    for root, dirs, files in os.walk(folder, topdown=False):
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            os.unlink(os.path.join(root, name))
+        for name in dirs:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.rmdir(path)
+    os.rmdir(folder)

@@ -1,0 +1,383 @@
+"""A synthetic dataset in the exact Something-Something v1 download format.
+
+Each class is defined by what objects do over time — moving something left or right, up or
+down, pushing something so it falls, covering something, bringing two things together or
+apart — drawn as textured objects on textured backgrounds whose colours and textures are
+drawn per video independently of the class. A single frame does not tell the class; the
+motion and the relation between objects over time do, which is what the region graphs
+model.
+
+The output mirrors the real download:
+
+- ``{archives}/20bn-something-something-v1-00``, ``-01``, ...: one tar.gz of
+  ``20bn-something-something-v1/{id}/00001.jpg ...`` cut into parts of ``part_bytes`` bytes;
+- ``{annotations}/something-something-v1-labels.csv`` (one label per line; some contain commas),
+  ``-train.csv`` and ``-validation.csv`` (``id;label``), ``-test.csv`` (ids only);
+- ``{annotations}/something-else-boxes.json``: per-frame object boxes in the format of
+  Something-Else's ``bounding_box_smthsmth_*.json``.
+
+Generation is deterministic from the seed: the same settings give byte-identical parts.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import logging
+import os
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from regiongraph.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+ARCHIVE_STEM = "20bn-something-something-v1"
+CSV_PREFIX = "something-something-v1"
+BOXES_FILE = "something-else-boxes.json"
+
+# Label texts in the style of SSv1's (two contain commas, as some real ones do); the toy set
+# uses the first ``classes`` of them.
+CLASS_NAMES = [
+    "Moving something from left to right",
+    "Moving something from right to left",
+    "Moving something up",
+    "Moving something down",
+    "Pushing something so that it falls off the table",
+    "Covering something with something, so that it is hidden",
+    "Moving something and something closer to each other",
+    "Moving something and something away from each other",
+    "Putting something next to something, then taking it away",
+    "Lifting something up completely, then letting it drop down",
+]
+OBJECT_NAMES = ["box", "cup", "ball", "book", "phone", "bottle", "remote", "wallet"]
+
+
+@dataclass(frozen=True)
+class ToySettings:
+    videos: int = 160
+    classes: int = 8
+    split_fractions: tuple[float, float, float] = (0.6, 0.25, 0.15)
+    min_frames: int = 30
+    max_frames: int = 60
+    height: int = 100
+    min_width: int = 120
+    max_width: int = 176
+    part_bytes: int = 2_000_000
+    jpeg_quality: int = 90
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.classes <= len(CLASS_NAMES):
+            raise ValueError(f"toy classes must be in 2..{len(CLASS_NAMES)}, got {self.classes}")
+        if self.min_frames > self.max_frames:
+            raise ValueError(f"toy min_frames {self.min_frames} > max_frames {self.max_frames}")
+        if self.min_width > self.max_width:
+            raise ValueError(f"toy min_width {self.min_width} > max_width {self.max_width}")
+        if self.videos < 3 * self.classes:
+            raise ValueError(
+                f"toy videos ({self.videos}) must be at least 3 x classes ({self.classes})"
+            )
+
+
+@dataclass
+class ToyVideo:
+    video_id: str
+    label: int
+    split: str
+    frames: list[np.ndarray] = field(repr=False)
+    boxes: list[list[dict]] = field(repr=False)  # per frame: [{name, box: (x1,y1,x2,y2)}]
+
+
+def _texture(rng: np.random.Generator, height: int, width: int, scale: float) -> np.ndarray:
+    """A smooth random colour texture with stripes, (H, W, 3) float32 in 0..255."""
+    base = rng.uniform(40, 215, size=3)
+    noise = rng.normal(0, 1, size=(max(2, int(height / scale)), max(2, int(width / scale)), 3))
+    noise = cv2.resize(noise.astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    angle = rng.uniform(0, np.pi)
+    period = rng.uniform(4, 14)
+    stripes = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period)
+    tint = rng.uniform(-1, 1, size=3)
+    image = base + 28 * noise + 22 * stripes[..., None] * tint
+    return np.clip(image, 0, 255).astype(np.float32)
+
+
+def _object_sprite(
+    rng: np.random.Generator, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A textured object (H, W, 3) with an alpha mask: a box, or an ellipse."""
+    h, w = size
+    sprite = _texture(rng, h, w, scale=rng.uniform(2, 5))
+    sprite = 0.5 * sprite + 0.5 * rng.uniform(0, 255, size=3)  # a distinct colour per object
+    mask = np.zeros((h, w), np.float32)
+    if rng.random() < 0.5:
+        mask[:] = 1
+        cv2.rectangle(sprite, (0, 0), (w - 1, h - 1), (20, 20, 20), 1)
+    else:
+        cv2.ellipse(mask, (w // 2, h // 2), (w // 2, h // 2), 0, 0, 360, 1.0, -1)
+    return sprite.astype(np.float32), mask
+
+
+def _paste(frame: np.ndarray, sprite: np.ndarray, mask: np.ndarray, x: float, y: float):
+    """Paste ``sprite`` with its top-left at (x, y); return its visible box or None."""
+    h, w = mask.shape
+    H, W = frame.shape[:2]
+    x0, y0 = int(round(x)), int(round(y))
+    x1, y1 = max(x0, 0), max(y0, 0)
+    x2, y2 = min(x0 + w, W), min(y0 + h, H)
+    if x2 <= x1 or y2 <= y1:
+        return None
+    sub_mask = mask[y1 - y0 : y2 - y0, x1 - x0 : x2 - x0, None]
+    frame[y1:y2, x1:x2] = (
+        sub_mask * sprite[y1 - y0 : y2 - y0, x1 - x0 : x2 - x0]
+        + (1 - sub_mask) * frame[y1:y2, x1:x2]
+    )
+    return (float(x1), float(y1), float(x2), float(y2))
+
+
+def _trajectories(label: int, n: int, height: int, width: int, sizes, rng) -> list[np.ndarray]:
+    """Top-left positions (n, 2) of each object over time for a class.
+
+    Objects in classes with two objects are listed mover-last so that covering draws the
+    cover on top.
+    """
+    t = np.linspace(0.0, 1.0, n)
+    jitter = rng.uniform(-0.06, 0.06)
+    t = np.clip(t + jitter * np.sin(np.pi * t), 0, 1)  # uneven speed per video
+    (h0, w0) = sizes[0]
+    margin_x = max(2, width - w0 - 2)
+    margin_y = max(2, height - h0 - 2)
+    y_mid = rng.uniform(0.25, 0.6) * margin_y
+    x_mid = rng.uniform(0.3, 0.7) * margin_x
+    a, b = rng.uniform(0.02, 0.15), rng.uniform(0.85, 0.98)
+    if label == 0:  # left to right
+        return [np.stack([(a + (b - a) * t) * margin_x, np.full(n, y_mid)], 1)]
+    if label == 1:  # right to left
+        return [np.stack([(b - (b - a) * t) * margin_x, np.full(n, y_mid)], 1)]
+    if label == 2:  # up
+        return [np.stack([np.full(n, x_mid), (b - (b - a) * t) * margin_y], 1)]
+    if label == 3:  # down
+        return [np.stack([np.full(n, x_mid), (a + (b - a) * t) * margin_y], 1)]
+    if label == 4:  # pushed along the table, then falls off its edge with gravity
+        edge = rng.uniform(0.45, 0.65)
+        xs = np.where(t < edge, a + (b - a) * t / edge, b) * margin_x
+        fall = np.clip(t - edge, 0, None) / (1 - edge)
+        ys = y_mid * 0.5 + (height + h0) * fall**2
+        return [np.stack([xs, ys], 1)]
+    if label == 5:  # a cover slides over a resting object
+        (h1, w1) = sizes[1]
+        rest = np.stack([np.full(n, x_mid), np.full(n, y_mid)], 1)
+        centre = np.array([x_mid + w0 / 2 - w1 / 2, y_mid + h0 / 2 - h1 / 2])
+        side = -1 if rng.random() < 0.5 else 1
+        start = centre + np.array([side * width * 0.6, 0.0])
+        cover = start + (centre - start) * np.clip(t / 0.7, 0, 1)[:, None]
+        return [rest, cover]
+    if label in (6, 7):  # two objects closer together or further apart
+        (h1, w1) = sizes[1]
+        near = [0.35 * width - w0 / 2, 0.65 * width - w1 / 2]
+        far = [0.04 * width, 0.96 * width - w1]
+        start, end = (far, near) if label == 6 else (near, far)
+        left = start[0] + (end[0] - start[0]) * t
+        right = start[1] + (end[1] - start[1]) * t
+        y2 = y_mid + rng.uniform(-5, 5)
+        return [np.stack([left, np.full(n, y_mid)], 1), np.stack([right, np.full(n, y2)], 1)]
+    if label == 8:  # one object put next to another, then taken away
+        (h1, w1) = sizes[1]
+        rest = np.stack([np.full(n, 0.55 * width), np.full(n, y_mid)], 1)
+        pos = np.where(t < 0.5, t / 0.5, (1 - t) / 0.5)
+        mover = np.stack([0.55 * width - w1 - 2 - 0.5 * width * (1 - pos), np.full(n, y_mid)], 1)
+        return [rest, mover]
+    # 9: lifted up completely, then dropped
+    pos = np.where(t < 0.6, t / 0.6, 1 - ((t - 0.6) / 0.4) ** 2)
+    ys = b * margin_y - pos * (b - a) * margin_y
+    return [np.stack([np.full(n, x_mid), ys], 1)]
+
+
+def render_video(label: int, n_frames: int, height: int, width: int, rng: np.random.Generator):
+    """Frames (uint8 RGB) and per-frame visible boxes of one synthetic video of a class."""
+    background = _texture(rng, height, width, scale=rng.uniform(6, 14))
+    n_objects = 2 if label in (5, 6, 7, 8) else 1
+    sizes = []
+    for i in range(n_objects):
+        side = int(rng.uniform(18, 30)) if not (label == 5 and i == 1) else int(rng.uniform(36, 44))
+        sizes.append((side, int(side * rng.uniform(0.8, 1.3))))
+    sprites = [_object_sprite(rng, size) for size in sizes]
+    names = list(rng.choice(OBJECT_NAMES, size=n_objects, replace=False))
+    paths = _trajectories(label, n_frames, height, width, sizes, rng)
+    shake = rng.normal(0, 0.3, size=(n_frames, 2))  # a hand-held camera
+    frames, boxes = [], []
+    for f in range(n_frames):
+        frame = background.copy()
+        frame += rng.normal(0, 3, size=frame.shape).astype(np.float32)  # sensor noise
+        visible = []
+        for obj, ((sprite, mask), path) in enumerate(zip(sprites, paths, strict=True)):
+            box = _paste(frame, sprite, mask, *(path[f] + shake[f]))
+            if box is not None:
+                visible.append({"object": obj, "name": str(names[obj]), "box": box})
+        if label == 5:  # the covered object is hidden once the cover is over its centre
+            covered = [v for v in visible if v["object"] == 1]
+            if covered:
+                cx1, cy1, cx2, cy2 = covered[0]["box"]
+                px, py = paths[0][f] + np.array(sizes[0][::-1]) / 2
+                if cx1 <= px - sizes[0][1] / 2 and px + sizes[0][1] / 2 <= cx2:
+                    visible = [v for v in visible if v["object"] != 0]
+        frames.append(np.clip(frame, 0, 255).astype(np.uint8))
+        boxes.append(visible)
+    return frames, boxes
+
+
+def plan_videos(settings: ToySettings) -> list[tuple[str, int, str, int, int]]:
+    """(video_id, label, split, n_frames, width) for every video, balanced over classes."""
+    rng = np.random.default_rng(settings.seed)
+    ids = rng.choice(np.arange(1, 200_000), size=settings.videos, replace=False)
+    labels = np.arange(settings.videos) % settings.classes
+    rng.shuffle(labels)
+    fractions = np.asarray(settings.split_fractions, dtype=float)
+    fractions = fractions / fractions.sum()
+    n_train = int(round(fractions[0] * settings.videos))
+    n_val = int(round(fractions[1] * settings.videos))
+    splits = ["train"] * n_train + ["validation"] * n_val
+    splits += ["test"] * (settings.videos - len(splits))
+    plan = []
+    for vid, label, split in zip(ids, labels, splits, strict=True):
+        n = int(rng.integers(settings.min_frames, settings.max_frames + 1))
+        width = int(rng.integers(settings.min_width, settings.max_width + 1))
+        plan.append((str(vid), int(label), split, n, width))
+    return plan
+
+
+class PartWriter(io.RawIOBase):
+    """A write-only stream that cuts what it receives into numbered parts of fixed size."""
+
+    def __init__(self, folder: Path, stem: str, part_bytes: int):
+        self.folder, self.stem, self.part_bytes = folder, stem, part_bytes
+        self.index, self.handle, self.written = -1, None, 0
+        self.paths: list[Path] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def _next_part(self) -> None:
+        if self.handle:
+            self.handle.close()
+        self.index += 1
+        path = self.folder / f"{self.stem}-{self.index:02d}"
+        self.paths.append(path)
+        self.handle, self.written = open(path, "wb"), 0
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        total = len(view)
+        while len(view):
+            if self.handle is None or self.written == self.part_bytes:
+                self._next_part()
+            take = min(len(view), self.part_bytes - self.written)
+            self.handle.write(view[:take])
+            self.written += take
+            view = view[take:]
+        return total
+
+    def close(self) -> None:
+        if self.handle:
+            self.handle.close()
+            self.handle = None
+        super().close()
+
+
+def _tar_member(
+    name: str, data: bytes, is_dir: bool = False
+) -> tuple[tarfile.TarInfo, io.BytesIO | None]:
+    info = tarfile.TarInfo(name)
+    info.mtime = 0  # fixed, so archives are byte-identical across runs
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    if is_dir:
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        return info, None
+    info.size, info.mode = len(data), 0o644
+    return info, io.BytesIO(data)
+
+
+def iter_videos(settings: ToySettings) -> Iterator[ToyVideo]:
+    for i, (vid, label, split, n, width) in enumerate(plan_videos(settings)):
+        rng = np.random.default_rng([settings.seed, i])
+        frames, boxes = render_video(label, n, settings.height, width, rng)
+        yield ToyVideo(vid, label, split, frames, boxes)
+
+
+def make_toy_dataset(
+    archives: str | os.PathLike, annotations: str | os.PathLike, settings: ToySettings
+) -> dict:
+    """Write the synthetic download (parts, CSVs, box JSON); return a summary."""
+    archives, annotations = Path(archives), Path(annotations)
+    archives.mkdir(parents=True, exist_ok=True)
+    annotations.mkdir(parents=True, exist_ok=True)
+    for stale in archives.glob(f"{ARCHIVE_STEM}-*"):
+        stale.unlink()
+    labels = CLASS_NAMES[: settings.classes]
+    rows: dict[str, list[str]] = {"train": [], "validation": [], "test": []}
+    boxes_json: dict[str, list[dict]] = {}
+    encode = [int(cv2.IMWRITE_JPEG_QUALITY), settings.jpeg_quality]
+    writer = PartWriter(archives, ARCHIVE_STEM, settings.part_bytes)
+    n_frames = 0
+    with gzip.GzipFile(fileobj=writer, mode="wb", mtime=0, filename="") as gz:
+        with tarfile.open(fileobj=gz, mode="w|", format=tarfile.GNU_FORMAT) as tar:
+            tar.addfile(*_tar_member(ARCHIVE_STEM, b"", is_dir=True))
+            for video in tqdm(
+                iter_videos(settings), total=settings.videos, desc="toy videos", unit="video"
+            ):
+                folder = f"{ARCHIVE_STEM}/{video.video_id}"
+                tar.addfile(*_tar_member(folder, b"", is_dir=True))
+                for f, frame in enumerate(video.frames):
+                    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), encode)
+                    if not ok:
+                        raise RuntimeError(
+                            f"could not encode frame {f} of toy video {video.video_id}"
+                        )
+                    tar.addfile(*_tar_member(f"{folder}/{f + 1:05d}.jpg", jpeg.tobytes()))
+                n_frames += len(video.frames)
+                text = labels[video.label]
+                rows[video.split].append(
+                    video.video_id if video.split == "test" else f"{video.video_id};{text}"
+                )
+                boxes_json[video.video_id] = [
+                    {
+                        "name": f"{video.video_id}/{f + 1:04d}.jpg",
+                        "labels": [
+                            {
+                                "box2d": dict(zip(("x1", "y1", "x2", "y2"), v["box"], strict=True)),
+                                "category": v["name"],
+                                "standard_category": f"{v['object']:04d}",
+                            }
+                            for v in frame_boxes
+                        ],
+                        "nr_instances": len(frame_boxes),
+                    }
+                    for f, frame_boxes in enumerate(video.boxes)
+                ]
+    writer.close()
+    with atomic_path(annotations / f"{CSV_PREFIX}-labels.csv") as tmp:
+        tmp.write_text("".join(f"{label}\n" for label in labels))
+    for split, lines in rows.items():
+        with atomic_path(annotations / f"{CSV_PREFIX}-{split}.csv") as tmp:
+            tmp.write_text("".join(f"{line}\n" for line in lines))
+    with atomic_path(annotations / BOXES_FILE) as tmp:
+        tmp.write_text(json.dumps(boxes_json))
+    summary = {
+        "videos": settings.videos,
+        "frames": n_frames,
+        "classes": settings.classes,
+        "parts": [p.name for p in writer.paths],
+        "bytes": sum(p.stat().st_size for p in writer.paths),
+        "splits": {split: len(lines) for split, lines in rows.items()},
+    }
+    log.info("toy dataset: %s", summary)
+    return summary

@@ -1,0 +1,113 @@
+# Stages 1-3: (toy dataset), extract, split, index.
+
+
+if TOY:
+
+    rule toy_dataset:
+        output:
+            parts=directory(ARCHIVES),
+            labels=os.path.join(ANNOTATIONS, "something-something-v1-labels.csv"),
+            train=os.path.join(ANNOTATIONS, "something-something-v1-train.csv"),
+            validation=os.path.join(
+                ANNOTATIONS, "something-something-v1-validation.csv"
+            ),
+            test=os.path.join(ANNOTATIONS, "something-something-v1-test.csv"),
+            boxes=os.path.join(ANNOTATIONS, "something-else-boxes.json"),
+        log:
+            logs("toy_dataset.log"),
+        benchmark:
+            benchmarks("toy_dataset.tsv")
+        conda:
+            "../envs/cv.yaml"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=30,
+        params:
+            settings=config["dataset"]["toy"],
+            seed=config["seed"],
+            annotations=ANNOTATIONS,
+        script:
+            "../scripts/toy.py"
+
+
+rule extract:
+    input:
+        parts=ARCHIVES,
+    output:
+        manifest=results("raw/manifest.json"),
+    log:
+        logs("extract.log"),
+    benchmark:
+        benchmarks("extract.tsv")
+    conda:
+        "../envs/cv.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=600,
+    params:
+        raw=results("raw/frames"),
+    script:
+        "../scripts/extract.py"
+
+
+rule split:
+    input:
+        manifest=results("raw/manifest.json"),
+        labels=os.path.join(ANNOTATIONS, "something-something-v1-labels.csv"),
+        train=os.path.join(ANNOTATIONS, "something-something-v1-train.csv"),
+        validation=os.path.join(ANNOTATIONS, "something-something-v1-validation.csv"),
+        test=os.path.join(ANNOTATIONS, "something-something-v1-test.csv"),
+    output:
+        frames=directory(results("frames")),
+        videos=results("split/videos.parquet"),
+        dropped=results("split/dropped.csv"),
+        labels=results("split/labels.csv"),
+    log:
+        logs("split.log"),
+    benchmark:
+        benchmarks("split.tsv")
+    conda:
+        "../envs/cv.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        annotations=ANNOTATIONS,
+        raw_frames=results("raw/frames/20bn-something-something-v1"),
+    script:
+        "../scripts/split.py"
+
+
+rule index:
+    input:
+        videos=results("split/videos.parquet"),
+        dropped=results("split/dropped.csv"),
+        labels=results("split/labels.csv"),
+    output:
+        train=results("index/train.parquet"),
+        validation=results("index/validation.parquet"),
+        test=results("index/test.parquet"),
+        dropped=results("index/dropped.csv"),
+        labels=results("index/labels.csv"),
+    log:
+        logs("index.log"),
+    benchmark:
+        benchmarks("index.tsv")
+    conda:
+        "../envs/cv.yaml"
+    threads: 8
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    params:
+        shards=config["shards"],
+        min_frames=config["index"]["min_frames"],
+        short_videos=config["index"]["short_videos"],
+    script:
+        "../scripts/index.py"
+
+
+register_target("index", rules.index.output)

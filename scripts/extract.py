@@ -1,0 +1,9 @@
+"""Extract the split archive into the raw frames folder and write its manifest."""
+
+from regiongraph.dataset.archive import extract_archive
+from regiongraph.io import write_json
+from regiongraph.runlog import log_to_file
+
+log_to_file(snakemake.log[0])
+manifest = extract_archive(snakemake.input.parts, snakemake.params.raw)
+write_json(snakemake.output.manifest, manifest)

@@ -1,0 +1,22 @@
+"""Check every linked video cheaply, drop or keep short ones, assign shards, write the index."""
+
+import pandas as pd
+
+from regiongraph.dataset.index import build_index
+from regiongraph.io import write_csv, write_parquet
+from regiongraph.runlog import log_to_file
+
+log_to_file(snakemake.log[0])
+videos = pd.read_parquet(snakemake.input.videos)
+result = build_index(
+    videos,
+    shards=dict(snakemake.params.shards),
+    min_frames=snakemake.params.min_frames,
+    short_videos=snakemake.params.short_videos,
+    workers=snakemake.threads,
+)
+for split, table in result.splits.items():
+    write_parquet(snakemake.output[split], table)
+split_dropped = pd.read_csv(snakemake.input.dropped, dtype=str, keep_default_na=False)
+write_csv(snakemake.output.dropped, pd.concat([split_dropped, result.dropped], ignore_index=True))
+write_csv(snakemake.output.labels, pd.read_csv(snakemake.input.labels))

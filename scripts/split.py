@@ -1,0 +1,20 @@
+"""Link every listed video's frames into frames/{split}/{label_index}/{video_id}."""
+
+from pathlib import Path
+
+import pandas as pd
+
+from regiongraph.dataset.annotations import split_videos
+from regiongraph.io import write_csv, write_parquet
+from regiongraph.runlog import log_to_file
+
+log_to_file(snakemake.log[0])
+result = split_videos(
+    annotations=snakemake.params.annotations,
+    raw_frames=Path(snakemake.params.raw_frames),
+    frames_out=snakemake.output.frames,
+)
+write_parquet(snakemake.output.videos, result.videos)
+write_csv(snakemake.output.dropped, result.dropped)
+labels = pd.DataFrame({"label_index": range(len(result.labels)), "label": result.labels})
+write_csv(snakemake.output.labels, labels)

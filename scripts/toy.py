@@ -1,0 +1,13 @@
+"""Generate the synthetic dataset in the Something-Something v1 download format."""
+
+from regiongraph.dataset.toy import ToySettings, make_toy_dataset
+from regiongraph.runlog import log_to_file
+
+log_to_file(snakemake.log[0])
+settings = dict(snakemake.params.settings)
+settings["split_fractions"] = tuple(settings["split_fractions"])
+make_toy_dataset(
+    archives=snakemake.output.parts,
+    annotations=snakemake.params.annotations,
+    settings=ToySettings(**settings, seed=snakemake.params.seed),
+)
