@@ -26,7 +26,6 @@ if TOY:
         params:
             settings=config["dataset"]["toy"],
             seed=config["seed"],
-            annotations=ANNOTATIONS,
         script:
             "../scripts/toy.py"
 
@@ -75,7 +74,6 @@ rule split:
         mem_mb=4000,
         runtime=60,
     params:
-        annotations=ANNOTATIONS,
         raw_frames=results("raw/frames/20bn-something-something-v1"),
     script:
         "../scripts/split.py"

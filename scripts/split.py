@@ -1,5 +1,6 @@
 """Link every listed video's frames into frames/{split}/{label_index}/{video_id}."""
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +11,7 @@ from regiongraph.runlog import log_to_file
 
 log_to_file(snakemake.log[0])
 result = split_videos(
-    annotations=snakemake.params.annotations,
+    annotations=os.path.dirname(snakemake.input.labels),
     raw_frames=Path(snakemake.params.raw_frames),
     frames_out=snakemake.output.frames,
 )

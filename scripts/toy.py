@@ -1,5 +1,7 @@
 """Generate the synthetic dataset in the Something-Something v1 download format."""
 
+import os
+
 from regiongraph.dataset.toy import ToySettings, make_toy_dataset
 from regiongraph.runlog import log_to_file
 
@@ -8,6 +10,6 @@ settings = dict(snakemake.params.settings)
 settings["split_fractions"] = tuple(settings["split_fractions"])
 make_toy_dataset(
     archives=snakemake.output.parts,
-    annotations=snakemake.params.annotations,
+    annotations=os.path.dirname(snakemake.output.labels),
     settings=ToySettings(**settings, seed=snakemake.params.seed),
 )

@@ -158,17 +158,16 @@ def _remove_links(folder: Path) -> None:
     Refuses (before removing anything) when the tree holds a regular file: a split folder
     holds only links, so anything else means the path points at real data.
     """
-    for root, dirs, files in os.walk(folder):
+    for root, _dirs, files in os.walk(folder):
         for name in files:
             if not os.path.islink(os.path.join(root, name)):
                 raise AnnotationError(
                     f"{folder}: holds a regular file {name!r}; not a split folder, not removing it"
                 )
     for root, dirs, files in os.walk(folder, topdown=False):
-        for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+        links = [d for d in dirs if os.path.islink(os.path.join(root, d))]
+        for name in files + links:
             os.unlink(os.path.join(root, name))
-        for name in dirs:
-            path = os.path.join(root, name)
-            if not os.path.islink(path):
-                os.rmdir(path)
+        for name in set(dirs) - set(links):
+            os.rmdir(os.path.join(root, name))
     os.rmdir(folder)

@@ -83,7 +83,7 @@ def check_frame_folder(video_id: str, folder: str) -> FrameCheck:
         path = os.path.join(folder, f"{number:05d}.jpg")
         problem = check_jpeg_bytes(path)
         if problem:
-            return FrameCheck(video_id, len(numbers), 0, 0, f"{problem}: {path}")
+            return FrameCheck(video_id, len(numbers), 0, 0, f"{problem}: {os.path.realpath(path)}")
     first = os.path.join(folder, f"{numbers[0]:05d}.jpg")
     try:
         with Image.open(first) as image:  # reads the header only

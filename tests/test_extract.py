@@ -1,0 +1,163 @@
+"""extract: streaming the parts through tarfile, safety checks, errors naming the part."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from regiongraph.dataset.archive import ArchiveError, extract_archive, find_parts
+
+STEM = "20bn-something-something-v1"
+
+
+def _write_parts(folder: Path, data: bytes, part_bytes: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(0, len(data), part_bytes):
+        path = folder / f"{STEM}-{i // part_bytes:02d}"
+        path.write_bytes(data[i : i + part_bytes])
+        paths.append(path)
+    return paths
+
+
+def _tar_gz(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w|") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
+
+
+def _file(name: str, data: bytes = b"\xff\xd8jpeg\xff\xd9") -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+def _good_members() -> list:
+    return [_file(f"{STEM}/{v}/{f:05d}.jpg", os.urandom(3000)) for v in (1, 2) for f in (1, 2, 3)]
+
+
+def test_extracts_same_files_as_tar(tiny_download, tmp_path):
+    archives, _ = tiny_download
+    manifest = extract_archive(archives, tmp_path / "raw")
+    reference = tmp_path / "tar"
+    reference.mkdir()
+    cat = subprocess.Popen(["cat", *sorted(map(str, archives.iterdir()))], stdout=subprocess.PIPE)
+    subprocess.run(["tar", "xz", "-C", str(reference)], stdin=cat.stdout, check=True)
+    cat.wait()
+    ours = sorted(p.relative_to(tmp_path / "raw") for p in (tmp_path / "raw").rglob("*.jpg"))
+    theirs = sorted(p.relative_to(reference) for p in reference.rglob("*.jpg"))
+    assert ours == theirs and len(ours) == manifest["frames"]
+    for rel in ours[:50]:
+        assert (tmp_path / "raw" / rel).read_bytes() == (reference / rel).read_bytes()
+    assert manifest["videos"] == 24
+    assert manifest["frame_bytes"] == sum((reference / rel).stat().st_size for rel in theirs)
+    # raw frames are read-only to the pipeline
+    assert not os.stat(tmp_path / "raw" / ours[0]).st_mode & 0o222
+    assert not (tmp_path / "raw.partial").exists()
+
+
+def test_rerun_is_a_noop(tiny_download, tmp_path):
+    archives, _ = tiny_download
+    first = extract_archive(archives, tmp_path / "raw")
+    frame = next((tmp_path / "raw").rglob("*.jpg"))
+    before = frame.stat().st_mtime_ns
+    assert extract_archive(archives, tmp_path / "raw") == first
+    assert frame.stat().st_mtime_ns == before
+
+
+def test_no_concatenated_copy_is_written(tiny_download, tmp_path):
+    archives, _ = tiny_download
+    total = sum(p.stat().st_size for p in archives.iterdir())
+    extract_archive(archives, tmp_path / "raw")
+    big = [p for p in tmp_path.rglob("*") if p.is_file() and p.stat().st_size >= total]
+    assert big == []
+
+
+def test_truncated_part_is_named(tiny_download, tmp_path):
+    archives, _ = tiny_download
+    copy = tmp_path / "parts"
+    shutil.copytree(archives, copy)
+    last = sorted(copy.iterdir())[-1]
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    with pytest.raises(ArchiveError, match=f"{last.name}.*(ends early|corrupt)"):
+        extract_archive(copy, tmp_path / "raw")
+    assert not (tmp_path / "raw").exists() and not (tmp_path / "raw.partial").exists()
+
+
+def test_non_gzip_part_is_named(tiny_download, tmp_path):
+    copy = tmp_path / "parts"
+    shutil.copytree(tiny_download[0], copy)
+    first = copy / f"{STEM}-00"
+    first.write_bytes(b"<html>403 Forbidden</html>" + first.read_bytes()[26:])
+    with pytest.raises(ArchiveError, match=f"{STEM}-00: not a gzip file"):
+        extract_archive(copy, tmp_path / "raw")
+
+
+def test_corrupt_middle_part_is_named(tiny_download, tmp_path):
+    copy = tmp_path / "parts"
+    shutil.copytree(tiny_download[0], copy)
+    middle = sorted(copy.iterdir())[1]
+    middle.write_bytes(os.urandom(middle.stat().st_size))
+    with pytest.raises(ArchiveError, match=middle.name):
+        extract_archive(copy, tmp_path / "raw")
+
+
+def test_gap_in_numbering_names_missing_part(tiny_download, tmp_path):
+    copy = tmp_path / "parts"
+    shutil.copytree(tiny_download[0], copy)
+    (copy / f"{STEM}-01").unlink()
+    with pytest.raises(ArchiveError, match=f"{STEM}-01: archive part is missing"):
+        find_parts(copy)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("../../evil", "escapes the output folder"),
+        (f"{STEM}/../../evil", "escapes the output folder"),
+        ("/etc/evil", "absolute path"),
+    ],
+)
+def test_unsafe_member_paths_refused(tmp_path, name, message):
+    parts = _write_parts(tmp_path / "parts", _tar_gz([*_good_members(), _file(name)]), 4096)
+    with pytest.raises(ArchiveError, match=message) as error:
+        extract_archive(tmp_path / "parts", tmp_path / "out" / "raw")
+    assert repr(name) in str(error.value) and parts[0].parent.name in str(error.value)
+    assert not (tmp_path / "evil").exists() and not (tmp_path / "out" / "raw").exists()
+
+
+def test_symlink_leaving_tree_refused(tmp_path):
+    link = tarfile.TarInfo(f"{STEM}/1/00004.jpg")
+    link.type, link.linkname = tarfile.SYMTYPE, "../../../../etc/passwd"
+    _write_parts(tmp_path / "parts", _tar_gz([*_good_members(), (link, None)]), 1 << 20)
+    with pytest.raises(ArchiveError, match="symlink pointing outside"):
+        extract_archive(tmp_path / "parts", tmp_path / "raw")
+
+
+def test_device_member_refused(tmp_path):
+    device = tarfile.TarInfo(f"{STEM}/1/null")
+    device.type = tarfile.CHRTYPE
+    _write_parts(tmp_path / "parts", _tar_gz([*_good_members(), (device, None)]), 1 << 20)
+    with pytest.raises(ArchiveError, match="device or FIFO"):
+        extract_archive(tmp_path / "parts", tmp_path / "raw")
+
+
+def test_failed_reextract_keeps_previous_frames(tmp_path):
+    _write_parts(tmp_path / "parts", _tar_gz(_good_members()), 4096)
+    extract_archive(tmp_path / "parts", tmp_path / "raw")
+    frames = sorted((tmp_path / "raw").rglob("*.jpg"))
+    for part in (tmp_path / "parts").iterdir():
+        part.unlink()
+    _write_parts(tmp_path / "parts", _tar_gz([*_good_members(), _file("../evil")]), 4096)
+    with pytest.raises(ArchiveError):
+        extract_archive(tmp_path / "parts", tmp_path / "raw")
+    assert sorted((tmp_path / "raw").rglob("*.jpg")) == frames
