@@ -26,7 +26,9 @@ import re
 import shutil
 import stat
 import tarfile
+import threading
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,6 +211,61 @@ class GunzipReader(io.RawIOBase):
         return self.position
 
 
+class FileWriterPool:
+    """Writes small files from a few threads: creating a file is a syscall that waits on the
+    filesystem (the GIL is released), so overlapping creates hides most of their latency
+    while the main thread decompresses and parses headers. At most ``4 * threads`` writes are
+    pending, which bounds memory; the first error is raised on the next submit or close.
+    """
+
+    def __init__(self, threads: int):
+        self.pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="extract")
+        self.slots = threading.BoundedSemaphore(4 * max(1, threads))
+        self.pending: set[Future] = set()
+        self.closed = False
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        # created read-only: raw data is read-only to the pipeline
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+    def _done(self, future: Future) -> None:
+        self.slots.release()
+
+    def _raise_failed(self) -> None:
+        finished = {f for f in self.pending if f.done()}
+        self.pending -= finished
+        for future in finished:
+            future.result()
+
+    def submit(self, path: Path, data: bytes) -> None:
+        self.slots.acquire()
+        future = self.pool.submit(self._write, path, data)
+        future.add_done_callback(self._done)
+        self.pending.add(future)
+        if len(self.pending) > 64:
+            self._raise_failed()
+
+    def drain(self) -> None:
+        for future in list(self.pending):
+            future.result()
+        self.pending.clear()
+
+    def close(self, wait: bool = True) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            if wait:
+                self.drain()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=not wait)
+
+
 def check_member(member: tarfile.TarInfo, out: Path) -> None:
     """Raise :class:`ArchiveError` when a member would write outside ``out`` or is special."""
     name = member.name
@@ -241,6 +298,7 @@ def extract_archive(
     out: str | os.PathLike,
     stem: str = "20bn-something-something-v1",
     buffer_bytes: int = 4 << 20,
+    write_threads: int = 4,
 ) -> dict:
     """Extract the parts in ``folder`` into ``out``; return the manifest (videos, frames, bytes).
 
@@ -272,6 +330,7 @@ def extract_archive(
         reader = PartsReader(parts, progress)
         stream = GunzipReader(reader, chunk_bytes=buffer_bytes)
         made: set[Path] = set()
+        writer = FileWriterPool(write_threads)
         try:
             tar = tarfile.open(fileobj=stream, mode="r:")
             while (member := tar.next()) is not None:
@@ -291,19 +350,15 @@ def extract_archive(
                     made.add(target.parent)
                 if member.isfile():
                     stream.seek(member.offset_data)
-                    data = stream.read_exact(member.size)
-                    # created read-only: raw data is read-only to the pipeline
-                    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444)
-                    try:
-                        os.write(fd, data)
-                    finally:
-                        os.close(fd)
+                    writer.submit(target, stream.read_exact(member.size))
                     if target.suffix.lower() == ".jpg":
                         frames += 1
                         frame_bytes += member.size
                         videos.add(target.parent.name)
                 else:
+                    writer.drain()  # links may point at files still being written
                     tar.extract(member, partial, filter="data")
+            writer.close()
         except (tarfile.ReadError, EOFError, zlib.error, OSError) as error:
             shutil.rmtree(partial, ignore_errors=True)
             where = reader.part.path
@@ -316,6 +371,7 @@ def extract_archive(
             shutil.rmtree(partial, ignore_errors=True)
             raise
         finally:
+            writer.close(wait=False)
             reader.close()
     manifest = {
         "parts": _parts_stamp(parts),
