@@ -10,6 +10,7 @@ configfile: "config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/dataset.smk"
+include: "rules/flow.smk"
 include: "rules/boxes.smk"
 
 

@@ -1,0 +1,290 @@
+"""The flow stage: TV-L1 flow for every video of one index shard, into one HDF5 shard.
+
+``compute_flow_shard`` reads the rows of ``index/{split}.parquet`` with ``shard == k``,
+computes the flow between consecutive grayscale frames of each video with the configured
+backend, quantises it and writes ``flow/{split}/shard-{k}.h5`` atomically
+(:func:`regiongraph.io.shard_writer`). A video that cannot be processed (a frame that does
+not decode, a single frame) is listed in ``index/dropped.csv`` with the reason and skipped;
+the shard still completes. Output is deterministic: rerunning on the same inputs writes the
+same flow datasets byte for byte.
+
+* ``opencv``: one single-threaded OpenCV solver per worker process, ``workers`` processes,
+  videos in index order.
+* ``torch``: frame pairs of one size are batched across videos (``batch_size`` pairs per
+  call) on CUDA when available, else on the CPU with ``workers`` threads; frames are decoded
+  ahead by a thread pool while the solver runs. Videos are written as they complete, in an
+  order fixed by the index.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from regiongraph.dataset.frames import CorruptFrameError, read_video_frames
+from regiongraph.dataset.index import read_index, shard_rows
+from regiongraph.flow.params import TVL1Params
+from regiongraph.flow.quantize import quantize_flow
+from regiongraph.flow.storage import FLOW_STAGE, check_video_id, write_video_flow
+from regiongraph.io import record_dropped, shard_writer
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("opencv", "torch")
+
+
+def flow_settings(backend: str, bound: float, params: TVL1Params) -> dict[str, Any]:
+    """The shard's root ``settings``: backend, bound and every TV-L1 parameter (flat)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"flow.backend must be one of {BACKENDS}, got {backend!r}")
+    bound = float(bound)
+    if not bound > 0:
+        raise ValueError(f"flow.bound must be > 0, got {bound!r}")
+    return {"backend": backend, "bound": bound, **params.to_config()}
+
+
+@dataclass
+class VideoResult:
+    """What a worker hands back for one video: quantised flow, or why it was dropped."""
+
+    video_id: str
+    flow: np.ndarray | None = None
+    dropped: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+class _CaptureWarnings(logging.Handler):
+    """Collects the warnings a worker process logs (resized frames) for the parent's log."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+# set in worker processes only: their warnings travel back to the parent, which logs them
+_IN_WORKER_PROCESS = False
+
+
+def _init_pool_worker() -> None:
+    """Process-pool initialiser: one OpenCV thread; log records go back with the results."""
+    from regiongraph.flow.opencv_backend import init_worker
+
+    global _IN_WORKER_PROCESS
+    _IN_WORKER_PROCESS = True
+    logging.getLogger().handlers.clear()  # inherited through fork: the parent writes the log
+    init_worker()
+
+
+def _read_gray(frame_dir: str, n_frames: int) -> tuple[np.ndarray | None, str | None, list[str]]:
+    """Decode a video's frames as grayscale: ``(frames, None, warnings)`` or ``(None, reason, ...)``.
+
+    A frame of another size than the first is resized to it with a warning
+    (:func:`read_video_frames`); in a worker process the warning is returned, not logged.
+    """
+    capture = _CaptureWarnings()
+    frames_logger = logging.getLogger("regiongraph.dataset.frames")
+    if _IN_WORKER_PROCESS:
+        frames_logger.addHandler(capture)
+    try:
+        if n_frames < 2:
+            return None, f"{n_frames} frame(s): no frame pair for optical flow", capture.messages
+        frames = read_video_frames(frame_dir, np.arange(n_frames), grayscale=True)
+        return frames, None, capture.messages
+    except CorruptFrameError as error:
+        return None, f"corrupt frame {error.path}: {error.problem}", capture.messages
+    finally:
+        frames_logger.removeHandler(capture)
+
+
+def _opencv_video(task: tuple[str, str, int, dict[str, Any], float]) -> VideoResult:
+    """Worker: decode one video and compute its quantised flow with OpenCV."""
+    from regiongraph.flow.opencv_backend import opencv_video_flow
+
+    video_id, frame_dir, n_frames, tvl1, bound = task
+    frames, reason, warnings = _read_gray(frame_dir, n_frames)
+    if frames is None:
+        return VideoResult(video_id, dropped=reason, warnings=warnings)
+    flow = opencv_video_flow(frames, TVL1Params.from_config(tvl1))
+    return VideoResult(video_id, flow=quantize_flow(flow, bound), warnings=warnings)
+
+
+def _opencv_results(tasks: list[tuple], workers: int) -> Iterator[VideoResult]:
+    """Results in task order, from ``workers`` single-threaded OpenCV processes."""
+    from regiongraph.flow.opencv_backend import init_worker
+
+    if workers <= 1 or len(tasks) <= 1:
+        init_worker()
+        yield from map(_opencv_video, tasks)
+        return
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_pool_worker) as pool:
+        yield from _prefetched(pool, _opencv_video, tasks, ahead=2 * workers)
+
+
+def _prefetched(pool, function: Callable, items: Iterable, ahead: int) -> Iterator:
+    """``pool.map`` in order, but with at most ``ahead`` items submitted and not yet taken.
+
+    ``Executor.map`` submits everything at once, which would hold a whole shard's decoded
+    frames (or flow) in memory when the consumer is slower.
+    """
+    futures: deque = deque()
+    for item in items:
+        futures.append(pool.submit(function, item))
+        if len(futures) > ahead:
+            yield futures.popleft().result()
+    while futures:
+        yield futures.popleft().result()
+
+
+@dataclass
+class _PendingVideo:
+    video_id: str
+    frames: np.ndarray
+    flow: np.ndarray  # uint8 (T - 1, H, W, 2), filled batch by batch
+    remaining: int
+    warnings: list[str]
+
+
+def _torch_results(
+    tasks: list[tuple], params: TVL1Params, bound: float, workers: int, device: str, batch_size: int
+) -> Iterator[VideoResult]:
+    """Results as videos complete: pairs of one frame size batched across videos.
+
+    Videos are decoded ahead (a thread pool: JPEG decoding releases the GIL) and their pairs
+    queued per frame size; a full queue runs as one batch. A video is yielded once all its
+    pairs are done, so the order depends only on the index, never on timing.
+    """
+    import torch
+
+    from regiongraph.flow.torch_tvl1 import resolve_device, torch_pairs_flow
+
+    device = resolve_device(device)
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, workers))
+    queues: OrderedDict[tuple[int, int], list[tuple[_PendingVideo, int]]] = OrderedDict()
+
+    def run(size: tuple[int, int], count: int) -> Iterator[VideoResult]:
+        pairs, queues[size] = queues[size][:count], queues[size][count:]
+        first = np.stack([v.frames[i] for v, i in pairs])
+        second = np.stack([v.frames[i + 1] for v, i in pairs])
+        quantized = quantize_flow(torch_pairs_flow(first, second, params, device), bound)
+        for (video, i), q in zip(pairs, quantized, strict=True):
+            video.flow[i] = q
+            video.remaining -= 1
+            if video.remaining == 0:
+                yield VideoResult(video.video_id, flow=video.flow, warnings=video.warnings)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        decoded = _prefetched(
+            pool, lambda t: (t[0], *_read_gray(t[1], t[2])), tasks, ahead=4 * max(1, workers)
+        )
+        for video_id, frames, reason, warnings in decoded:
+            if frames is None:
+                yield VideoResult(video_id, dropped=reason, warnings=warnings)
+                continue
+            n, h, w = frames.shape
+            video = _PendingVideo(
+                video_id, frames, np.empty((n - 1, h, w, 2), np.uint8), n - 1, warnings
+            )
+            queue = queues.setdefault((h, w), [])
+            queue.extend((video, i) for i in range(n - 1))
+            while len(queues[(h, w)]) >= batch_size:
+                yield from run((h, w), batch_size)
+        for size in list(queues):
+            while queues[size]:
+                yield from run(size, batch_size)
+
+
+def compute_flow_shard(
+    index_path: str | os.PathLike,
+    shard: int,
+    output: str | os.PathLike,
+    dropped_path: str | os.PathLike,
+    *,
+    backend: str = "opencv",
+    bound: float = 20.0,
+    tvl1: Mapping[str, Any] | None = None,
+    workers: int = 1,
+    device: str = "auto",
+    batch_size: int = 64,
+) -> dict[str, int]:
+    """Compute the flow shard ``output`` for the index rows of shard ``shard``.
+
+    Returns counts (``videos`` written, ``dropped``, ``pairs``). Dropped videos are appended
+    to ``dropped_path`` (stage ``flow``) before the shard is marked complete.
+    """
+    params = TVL1Params.from_config(tvl1)
+    settings = flow_settings(backend, bound, params)
+    if batch_size < 1:
+        raise ValueError(f"flow.batch_size must be >= 1, got {batch_size!r}")
+    rows = shard_rows(read_index(index_path), int(shard))
+    tasks = [
+        (
+            check_video_id(row.video_id),
+            str(row.frame_dir),
+            int(row.n_frames),
+            params.to_config(),
+            settings["bound"],
+        )
+        for row in rows.itertuples(index=False)
+    ]
+    split_of = dict(zip(rows["video_id"].astype(str), rows["split"].astype(str), strict=True))
+    if backend == "opencv":
+        results = _opencv_results(tasks, workers)
+    else:
+        results = _torch_results(tasks, params, settings["bound"], workers, device, batch_size)
+    counts = {"videos": 0, "dropped": 0, "pairs": 0}
+    dropped = []
+    start = time.perf_counter()
+    with shard_writer(output, FLOW_STAGE, settings, inputs={"index": index_path}) as handle:
+        bar = tqdm(
+            results,
+            total=len(tasks),
+            desc=f"flow {Path(output).parent.name}/{Path(output).stem}",
+            unit="video",
+        )
+        for result in bar:
+            for message in result.warnings:
+                log.warning("%s", message)
+            if result.dropped is not None:
+                log.warning("video %s dropped: %s", result.video_id, result.dropped)
+                dropped.append(
+                    {
+                        "video_id": result.video_id,
+                        "split": split_of[result.video_id],
+                        "reason": result.dropped,
+                        "stage": FLOW_STAGE,
+                    }
+                )
+                counts["dropped"] += 1
+                continue
+            write_video_flow(handle, result.video_id, result.flow)
+            counts["videos"] += 1
+            counts["pairs"] += result.flow.shape[0]
+        handle.attrs["n_videos"] = counts["videos"]
+        handle.attrs["n_dropped"] = counts["dropped"]
+        record_dropped(dropped_path, dropped)
+    elapsed = time.perf_counter() - start
+    log.info(
+        "%s: %d videos, %d pairs, %d dropped in %.1f s (%.1f pairs/s, backend %s)",
+        output,
+        counts["videos"],
+        counts["pairs"],
+        counts["dropped"],
+        elapsed,
+        counts["pairs"] / max(elapsed, 1e-9),
+        backend,
+    )
+    return counts

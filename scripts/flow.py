@@ -1,0 +1,18 @@
+"""TV-L1 flow for one index shard: ``flow/{split}/shard-{k}.h5`` (glue; see regiongraph.flow.stage)."""
+
+from regiongraph.flow.stage import compute_flow_shard
+from regiongraph.runlog import log_to_file
+
+log_to_file(snakemake.log[0])
+compute_flow_shard(
+    snakemake.input.index,
+    int(snakemake.wildcards.k),
+    snakemake.output[0],
+    snakemake.params.dropped,
+    backend=snakemake.params.backend,
+    bound=snakemake.params.bound,
+    tvl1=dict(snakemake.params.tvl1),
+    workers=snakemake.threads,
+    device=snakemake.params.device,
+    batch_size=snakemake.params.batch_size,
+)
