@@ -12,6 +12,7 @@ include: "rules/common.smk"
 include: "rules/dataset.smk"
 include: "rules/flow.smk"
 include: "rules/boxes.smk"
+include: "rules/backbone.smk"
 
 
 rule all:

@@ -1,0 +1,240 @@
+"""Clip loading for the backbone: frames (or flow) and boxes of one video, ready for I3D.
+
+:class:`ClipDataset` reads a video's clip frames (chosen by
+:func:`regiongraph.dataset.sampling.sample_clip_frames`, the call the boxes stage makes),
+resizes the short side and crops, and maps the boxes of the boxes stage through the same
+resize and crop. RGB clips stay uint8 until they reach the device (a quarter of the bytes
+through the loader's queues); :func:`to_network_input` normalises them there. Flow clips are
+de-quantised, rescaled and normalised in the worker (see
+:func:`regiongraph.features.transforms.flow_to_input`).
+
+Items are dicts with fixed keys: ``video_id``, ``label_index``, ``clip`` ``(C, T, S, S)``,
+``boxes`` ``(T_box, K, 4)`` in crop pixels, ``mask`` ``(T_box, K)``, ``error`` (empty, or why
+the video could not be read: the caller records it in ``index/dropped.csv``).
+
+HDF5 handles are opened lazily in each worker process and never pickled.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from regiongraph.dataset.frames import CorruptFrameError, read_video_frames
+from regiongraph.dataset.sampling import ClipFrames, sample_clip_frames
+from regiongraph.features.transforms import (
+    CropGeometry,
+    centre_crop_geometry,
+    flow_frame_indices,
+    flow_to_input,
+    map_boxes,
+    random_crop_geometry,
+    resize_and_crop,
+    resize_and_crop_flow,
+)
+from regiongraph.flow.storage import read_flow
+from regiongraph.io import open_shard, shard_settings
+
+log = logging.getLogger(__name__)
+
+BOX_EVERY = 2  # box frames are every second clip frame (docs/formats.md, clip sampling)
+STREAMS = ("rgb", "flow")
+STREAM_CHANNELS = {"rgb": 3, "flow": 2}
+
+
+class MissingFlowError(LookupError):
+    """The flow shard has no flow for a video (the flow stage dropped it)."""
+
+
+@dataclass(frozen=True)
+class ClipSettings:
+    """How a clip is sampled and transformed. ``training`` turns on the random parts."""
+
+    stream: str = "rgb"
+    num_frames: int = 32
+    frame_stride: int = 2
+    resize_short: int = 256
+    crop_size: int = 224
+    mean: float = 114.75
+    std: float = 57.375
+    per_frame: int = 10
+    sampling: str = "centre"
+    training: bool = False
+    temporal_jitter: bool = True
+    random_crop: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.stream not in STREAMS:
+            raise ValueError(f"unknown stream {self.stream!r}; expected one of {STREAMS}")
+        if self.crop_size > self.resize_short:
+            raise ValueError(
+                f"backbone.crop_size ({self.crop_size}) must not exceed backbone.resize_short "
+                f"({self.resize_short})"
+            )
+
+
+class ClipDataset(Dataset):
+    """One clip per row of ``videos`` (index rows: ``video_id, label_index, n_frames,
+    frame_dir, shard``); boxes and flow come from the shards named per index shard number."""
+
+    def __init__(
+        self,
+        videos: pd.DataFrame,
+        settings: ClipSettings,
+        boxes_paths: Mapping[int, str | os.PathLike] | None = None,
+        flow_paths: Mapping[int, str | os.PathLike] | None = None,
+    ):
+        self.videos = videos.reset_index(drop=True)
+        self.settings = settings
+        self.boxes_paths = {int(k): str(v) for k, v in (boxes_paths or {}).items()}
+        self.flow_paths = {int(k): str(v) for k, v in (flow_paths or {}).items()}
+        if settings.stream == "flow":
+            missing = sorted(set(self.videos["shard"].astype(int)) - set(self.flow_paths))
+            if missing:
+                raise ValueError(f"flow stream: no flow shard given for index shards {missing}")
+        self.epoch = 0
+        self._handles: dict[str, h5py.File] = {}
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_handles"] = {}  # each worker opens its own read-only handles
+        return state
+
+    def set_epoch(self, epoch: int) -> None:
+        """Training: the random offsets and crops of epoch ``epoch`` (reproducible)."""
+        self.epoch = int(epoch)
+
+    def _handle(self, path: str, stage: str) -> h5py.File:
+        if path not in self._handles:
+            self._handles[path] = open_shard(path, stage=stage)
+        return self._handles[path]
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
+        self._handles.clear()
+
+    def clip_frames(self, n_frames: int, rng: np.random.Generator | None) -> ClipFrames:
+        s = self.settings
+        if rng is None or not s.temporal_jitter:
+            return sample_clip_frames(n_frames, s.num_frames, s.frame_stride, BOX_EVERY, s.sampling)
+        span = (s.num_frames - 1) * s.frame_stride + 1
+        offset = int(rng.integers(0, max(n_frames - span, 0) + 1 if n_frames >= span else n_frames))
+        return sample_clip_frames(n_frames, s.num_frames, s.frame_stride, BOX_EVERY, offset=offset)
+
+    def geometry(self, height: int, width: int, rng: np.random.Generator | None) -> CropGeometry:
+        s = self.settings
+        if rng is not None and s.random_crop:
+            return random_crop_geometry(height, width, s.resize_short, s.crop_size, rng)
+        return centre_crop_geometry(height, width, s.resize_short, s.crop_size)
+
+    def __getitem__(self, i: int) -> dict:
+        s = self.settings
+        row = self.videos.iloc[i]
+        video_id = str(row["video_id"])
+        n_frames = int(row["n_frames"])
+        rng = np.random.default_rng([s.seed, self.epoch, i]) if s.training else None
+        clip = self.clip_frames(n_frames, rng)
+        t_box = s.num_frames // BOX_EVERY
+        item = {
+            "video_id": video_id,
+            "label_index": int(row.get("label_index", -1)),
+            "error": "",
+            "boxes": torch.zeros(t_box, s.per_frame, 4),
+            "mask": torch.zeros(t_box, s.per_frame, dtype=torch.bool),
+        }
+        try:
+            if s.stream == "rgb":
+                frames = read_video_frames(row["frame_dir"], clip.frames)
+                geometry = self.geometry(frames.shape[1], frames.shape[2], rng)
+                array = resize_and_crop(frames, geometry)
+                item["clip"] = torch.from_numpy(array).permute(3, 0, 1, 2).contiguous()
+            else:
+                path = self.flow_paths[int(row["shard"])]
+                handle = self._handle(path, "flow")
+                if video_id not in handle:
+                    raise MissingFlowError(f"{path}: no flow for video {video_id!r}")
+                flow, _ = read_flow(handle, video_id, flow_frame_indices(clip.frames, n_frames))
+                geometry = self.geometry(flow.shape[1], flow.shape[2], rng)
+                array = flow_to_input(
+                    resize_and_crop_flow(flow, geometry), shard_settings(handle)["bound"], s.std
+                )
+                item["clip"] = torch.from_numpy(array).permute(3, 0, 1, 2).contiguous()
+        except (CorruptFrameError, MissingFlowError) as error:
+            item["error"] = str(error)
+            dtype = torch.uint8 if s.stream == "rgb" else torch.float32
+            item["clip"] = torch.zeros(
+                STREAM_CHANNELS[s.stream], s.num_frames, s.crop_size, s.crop_size, dtype=dtype
+            )
+            return item
+        if self.boxes_paths:
+            boxes, mask = self.read_boxes(row, clip, geometry)
+            item["boxes"], item["mask"] = torch.from_numpy(boxes), torch.from_numpy(mask)
+        return item
+
+    def read_boxes(self, row, clip: ClipFrames, geometry: CropGeometry):
+        """The video's boxes mapped into crop pixels; none (mask all false) when absent."""
+        s = self.settings
+        path = self.boxes_paths[int(row["shard"])]
+        handle = self._handle(path, "boxes")
+        video_id = str(row["video_id"])
+        t_box = s.num_frames // BOX_EVERY
+        if video_id not in handle:
+            log.warning("%s: no boxes for video %s; its RoI block is empty", path, video_id)
+            return np.zeros((t_box, s.per_frame, 4), np.float32), np.zeros(
+                (t_box, s.per_frame), bool
+            )
+        group = handle[video_id]
+        recorded = group["frame_indices"][()]
+        if not np.array_equal(recorded, clip.box_frames):
+            raise ValueError(
+                f"{path}: video {video_id} has boxes on frames {recorded.tolist()}, but the clip's "
+                f"box frames are {clip.box_frames.tolist()}: the boxes were made under other "
+                "backbone.num_frames / frame_stride settings; rerun the boxes stage"
+            )
+        boxes = group["boxes"][()]
+        mask = group["mask"][()]
+        if boxes.shape != (t_box, s.per_frame, 4):
+            raise ValueError(
+                f"{path}: video {video_id} boxes have shape {boxes.shape}, expected "
+                f"{(t_box, s.per_frame, 4)} (boxes.per_frame = {s.per_frame})"
+            )
+        # boxes are in the pixels of the frames the boxes stage saw; rescale if ours differ
+        box_h = int(group.attrs.get("height", geometry.height))
+        box_w = int(group.attrs.get("width", geometry.width))
+        if (box_h, box_w) != (geometry.height, geometry.width):
+            boxes = boxes * np.array(
+                [geometry.width / box_w, geometry.height / box_h] * 2, dtype=np.float32
+            )
+        return map_boxes(boxes, mask, geometry)
+
+
+def to_network_input(
+    clip: torch.Tensor, mean: float, std: float, device: torch.device | str
+) -> torch.Tensor:
+    """Move a batch of clips to ``device``; uint8 RGB becomes ``(x - mean) / std`` float32."""
+    clip = clip.to(device, non_blocking=True)
+    if clip.dtype == torch.uint8:
+        return (clip.float() - mean) / std
+    return clip.float()
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda when torch sees a GPU, else cpu; ``cuda`` without one is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda is configured but torch sees no CUDA GPU; use auto or cpu")
+    return torch.device(device)

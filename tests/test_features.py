@@ -1,0 +1,241 @@
+"""Feature caching: box mapping through resize + crop + RoIAlign, flow input, the HDF5 shard,
+dropped videos, and fine-tuning's resume."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from regiongraph.dataset.sampling import sample_clip_frames
+from regiongraph.features.cache import BackboneSettings, cache_features_shard, roi_features
+from regiongraph.features.clips import ClipDataset, ClipSettings, to_network_input
+from regiongraph.features.finetune import FinetuneSettings, finetune_backbone
+from regiongraph.features.transforms import centre_crop_geometry, map_boxes
+from regiongraph.features.weights import load_weights, prepare_weights
+from regiongraph.flow.quantize import quantize_flow
+from regiongraph.flow.storage import write_video_flow
+from regiongraph.io import open_shard, read_dropped, shard_writer
+from regiongraph.models.i3d import build_backbone, global_average_pool
+
+
+def write_video(folder, frames):
+    folder.mkdir(parents=True)
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i + 1:05d}.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
+                    [cv2.IMWRITE_JPEG_QUALITY, 98])
+
+
+def write_boxes_shard(path, videos, num_frames, stride, per_frame):
+    """A boxes shard as docs/formats.md describes; ``videos``: id -> (n_frames, h, w, boxes)."""
+    with shard_writer(path, "boxes", {"backend": "annotations", "per_frame": per_frame}) as handle:
+        for video_id, (n_frames, h, w, boxes) in videos.items():
+            clip = sample_clip_frames(n_frames, num_frames, stride)
+            group = handle.create_group(video_id)
+            full = np.zeros((len(clip.box_frames), per_frame, 4), np.float32)
+            mask = np.zeros((len(clip.box_frames), per_frame), bool)
+            full[:, : len(boxes)] = boxes
+            mask[:, : len(boxes)] = True
+            group.create_dataset("boxes", data=full)
+            group.create_dataset("scores", data=mask.astype(np.float32))
+            group.create_dataset("classes", data=np.where(mask, 0, -1).astype(np.int32))
+            group.create_dataset("mask", data=mask)
+            group.create_dataset("frame_indices", data=clip.box_frames)
+            group.attrs["height"], group.attrs["width"] = h, w
+
+
+def index_frame(rows):
+    frame = pd.DataFrame(rows, columns=["video_id", "label_index", "n_frames", "height", "width", "frame_dir"])
+    frame["split"], frame["label"], frame["shard"] = "validation", "x", 0
+    return frame
+
+
+# A wide frame (100x200): resize_short 256 -> 256x512, centre crop 224 at x0 = 144, y0 = 16.
+# The bright square at x 90..110, y 40..60 lands at 86.4..137.6 in the crop. Box 0 lies
+# outside the crop, but a mapping that forgot the crop offset would put it on the square;
+# the others are beside, above and below the square.
+SQUARE = [90, 40, 110, 60]
+NO_OFFSET_DECOY = [33.75, 40, 53.75, 60]
+DECOYS = [[60, 40, 80, 60], [115, 40, 135, 60], [90, 10, 110, 30], [90, 70, 110, 90]]
+
+
+def test_box_through_resize_crop_and_roialign_hits_the_bright_square(tmp_path):
+    frame = np.full((100, 200, 3), 20, np.uint8)
+    frame[40:60, 90:110] = 250
+    n = 8
+    write_video(tmp_path / "frames" / "v1", [frame] * n)
+    boxes = np.array([NO_OFFSET_DECOY, DECOYS[0], SQUARE, *DECOYS[1:]], np.float32)
+    write_boxes_shard(tmp_path / "boxes.h5", {"v1": (n, 100, 200, boxes)}, 4, 2, per_frame=8)
+    index = index_frame([("v1", 0, n, 100, 200, str(tmp_path / "frames" / "v1"))])
+    settings = ClipSettings(num_frames=4, frame_stride=2, resize_short=256, crop_size=224, per_frame=8)
+    item = ClipDataset(index, settings, boxes_paths={0: tmp_path / "boxes.h5"})[0]
+    assert item["error"] == "" and item["clip"].shape == (3, 4, 224, 224)
+    assert item["mask"][:, 1:6].all() and not item["mask"][:, 0].any() and not item["mask"][:, 6:].any()
+    torch.testing.assert_close(item["boxes"][0, 2], torch.tensor([86.4, 86.4, 137.6, 137.6]))
+    # a fixed filter with the backbone's stride 16: mean brightness of 16x16 cells
+    x = to_network_input(item["clip"][None], 114.75, 57.375, "cpu")
+    fmap = F.avg_pool2d(x.mean(1).reshape(-1, 1, 224, 224), 16).reshape(1, 4, 1, 14, 14)
+    fmap = fmap.permute(0, 2, 1, 3, 4)[:, :, ::2]  # (1, 1, T=2, 14, 14): one per box frame
+    response = roi_features(fmap, item["boxes"][None], item["mask"][None], 1 / 16)[0, :, :, 0]
+    assert (response[:, :6].argmax(dim=1) == 2).all()
+    assert (response[:, 2] > 0.5).all()  # the square is bright (normalised > 0)
+
+
+def test_map_boxes_clips_to_the_crop_and_invalidates_boxes_outside():
+    geometry = centre_crop_geometry(100, 200, 128, 112)  # 128x256, x0 = 72, y0 = 8
+    boxes = np.array([[0, 0, 10, 10], [50, 10, 60, 90], [95, 50, 200, 100]], np.float32)
+    mapped, valid = map_boxes(boxes, np.ones(3, bool), geometry)
+    assert valid.tolist() == [False, True, True]
+    # x: 50 * 1.28 - 72 = -8 (clipped to 0), 60 * 1.28 - 72 = 4.8; y: 10 * 1.28 - 8, 90 * 1.28 - 8
+    np.testing.assert_allclose(mapped[1], [0, 4.8, 4.8, 107.2], atol=1e-4)
+    np.testing.assert_allclose(mapped[2], [121.6 - 72, 64 - 8, 112, 112], atol=1e-4)
+    assert (mapped[0] == 0).all()
+
+
+def test_flow_clip_uses_the_flow_of_each_frame_scaled_by_the_resize(tmp_path):
+    n, h, w = 6, 40, 60
+    flow = np.zeros((n - 1, h, w, 2), np.float32)
+    for i in range(n - 1):
+        flow[i, ..., 0] = i  # dx = frame index, dy = -1
+        flow[i, ..., 1] = -1
+    with shard_writer(tmp_path / "flow.h5", "flow", {"backend": "opencv", "bound": 20}) as handle:
+        write_video_flow(handle, "v1", quantize_flow(flow, 20))
+    index = index_frame([("v1", 0, n, h, w, str(tmp_path / "none"))])
+    settings = ClipSettings(stream="flow", num_frames=4, frame_stride=2, resize_short=80, crop_size=64)
+    item = ClipDataset(index, settings, flow_paths={0: tmp_path / "flow.h5"})[0]
+    # 6 frames, span 7: looped clip 0, 2, 4, 0; frame 4 uses flow[4]; scale 80 / 40 = 2
+    assert sample_clip_frames(n, 4, 2).frames.tolist() == [0, 2, 4, 0]
+    clip = item["clip"].numpy()
+    assert clip.shape == (2, 4, 64, 64)
+    unit = 2 * 127.5 / (20 * 57.375)
+    quantum = 2 * 20 / 255 * unit  # one quantisation level
+    np.testing.assert_allclose(clip[0, :, 5, 5], np.array([0, 2, 4, 0]) * unit, atol=quantum)
+    np.testing.assert_allclose(clip[1], -unit, atol=quantum)
+    # the last frame of a video has no successor: flow[n - 2]
+    settings_last = ClipSettings(stream="flow", num_frames=2, frame_stride=5, resize_short=80, crop_size=64)
+    last = ClipDataset(index, settings_last, flow_paths={0: tmp_path / "flow.h5"})[0]["clip"]
+    np.testing.assert_allclose(last[0, 1].numpy(), 4 * unit, atol=quantum)
+
+
+@pytest.fixture
+def tiny_shard(tmp_path):
+    """Three videos: v1 with boxes, v2 without boxes, v3 with a corrupt JPEG."""
+    rng = np.random.default_rng(0)
+    rows, boxes = [], {}
+    for vid, n in (("v1", 9), ("v2", 7), ("v3", 8)):
+        frames = [rng.integers(0, 255, (36, 48, 3), dtype=np.uint8) for _ in range(n)]
+        write_video(tmp_path / "frames" / vid, frames)
+        rows.append((vid, 1, n, 36, 48, str(tmp_path / "frames" / vid)))
+        if vid != "v2":
+            boxes[vid] = (n, 36, 48, np.array([[4, 4, 30, 30], [20, 10, 44, 34]], np.float32))
+    (tmp_path / "frames" / "v3" / "00003.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    index_frame(rows).to_parquet(tmp_path / "index.parquet")
+    write_boxes_shard(tmp_path / "boxes.h5", boxes, 4, 2, per_frame=3)
+    prepare_weights(None, "i3d_r50", {"rgb": tmp_path / "rgb.pt"}, tmp_path, width_per_group=4)
+    return tmp_path
+
+
+def run_cache(root, output, workers):
+    clip = ClipSettings(num_frames=4, frame_stride=2, resize_short=40, crop_size=32, per_frame=3)
+    backbone = BackboneSettings(width_per_group=4)
+    counts = cache_features_shard(
+        root / "index.parquet", 0, output, root / "rgb.pt", clip, backbone, root / "boxes.h5",
+        "annotations", dropped_path=root / "dropped.csv", device="cpu", batch_size=2, workers=workers,
+    )
+    return counts, clip, backbone
+
+
+def test_features_shard_round_trip_drops_corrupt_and_handles_missing_boxes(tiny_shard):
+    root = tiny_shard
+    counts, clip, backbone = run_cache(root, root / "features.h5", workers=1)
+    assert counts == {"videos": 2, "dropped": 1}
+    dropped = read_dropped(root / "dropped.csv")
+    assert dropped[["video_id", "stage"]].values.tolist() == [["v3", "features"]]
+    assert "00003.jpg" in dropped["reason"].iloc[0]
+    with open_shard(root / "features.h5", stage="features", expect={"crop_size": 32, "stream": "rgb"}) as h:
+        assert [v.decode() for v in h["video_id"][()]] == ["v1", "v2"]
+        assert h["global"].dtype == np.float16 and h["global"].shape == (2, 2048)
+        assert h["roi"].shape == (2, 2, 3, 2048) and h["roi"].chunks == (1, 2, 3, 2048)
+        assert h["label_index"][()].tolist() == [1, 1]
+        mask, roi, boxes, pooled = h["mask"][()], h["roi"][()], h["boxes"][()], h["global"][()]
+    assert mask[0, :, :2].all() and not mask[0, :, 2].any()
+    assert not mask[1].any() and not roi[1].any()  # v2: no boxes -> empty RoI block
+    assert np.abs(roi[0, :, :2]).sum() > 0 and not roi[0, :, 2].any()
+    # the same numbers from the model directly
+    state, _ = load_weights(root / "rgb.pt")
+    model = build_backbone("i3d_r50", width_per_group=4)
+    model.load_state_dict(state)
+    model.eval()
+    item = ClipDataset(pd.read_parquet(root / "index.parquet"), clip, {0: root / "boxes.h5"})[0]
+    with torch.no_grad():
+        fmap = model(to_network_input(item["clip"][None], clip.mean, clip.std, "cpu"))
+        expected_roi = roi_features(fmap, item["boxes"][None], item["mask"][None], 1 / 16)
+    np.testing.assert_allclose(pooled[0], global_average_pool(fmap)[0].numpy(), rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(roi[0], expected_roi[0].numpy(), rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(boxes[0], item["boxes"].numpy())
+    # rerunning gives the same features; dropped.csv gets no duplicate row
+    run_cache(root, root / "again.h5", workers=0)
+    with open_shard(root / "again.h5") as h:
+        assert np.array_equal(h["roi"][()], roi) and np.array_equal(h["global"][()], pooled)
+    assert len(read_dropped(root / "dropped.csv")) == 1
+
+
+def test_boxes_from_other_sampling_settings_are_refused(tiny_shard):
+    clip = ClipSettings(num_frames=4, frame_stride=1, resize_short=40, crop_size=32, per_frame=3)
+    dataset = ClipDataset(pd.read_parquet(tiny_shard / "index.parquet"), clip, {0: tiny_shard / "boxes.h5"})
+    with pytest.raises(ValueError, match="frame_stride"):
+        dataset[0]
+
+
+def test_finetune_resumed_equals_uninterrupted(tiny_shard, tmp_path):
+    root = tiny_shard
+    index = pd.read_parquet(root / "index.parquet")
+    index = index[index["video_id"] != "v3"].assign(label_index=[0, 1])
+    index.to_parquet(root / "train.parquet")
+    pd.DataFrame({"label_index": [0, 1], "label": ["a", "b"]}).to_csv(root / "labels.csv", index=False)
+    clip = ClipSettings(num_frames=4, frame_stride=2, resize_short=40, crop_size=32, training=True)
+    backbone = BackboneSettings(width_per_group=4)
+    settings = FinetuneSettings(epochs=2, lr=0.01, batch_size=1, workers=0, freeze_bn=False)
+
+    def run(out, checkpoints, on_epoch_end=None):
+        return finetune_backbone(
+            root / "train.parquet", root / "labels.csv", root / "rgb.pt", out, checkpoints,
+            clip, backbone, settings, device="cpu", on_epoch_end=on_epoch_end,
+        )
+
+    run(tmp_path / "full.pt", tmp_path / "ckpt_full")
+
+    def interrupt(epoch):
+        raise KeyboardInterrupt(f"killed after epoch {epoch}")
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "resumed.pt", tmp_path / "ckpt", on_epoch_end=interrupt)
+    assert not (tmp_path / "resumed.pt").exists()
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["epoch-1.pt"]
+    run(tmp_path / "resumed.pt", tmp_path / "ckpt")
+    full, meta = load_weights(tmp_path / "full.pt")
+    resumed, _ = load_weights(tmp_path / "resumed.pt")
+    initial, _ = load_weights(root / "rgb.pt")
+    assert meta["finetune_epochs"] == 2
+    assert not torch.equal(full["res5.blocks.2.branch2c.weight"], initial["res5.blocks.2.branch2c.weight"])
+    for key in full:
+        assert torch.equal(full[key], resumed[key]), key
+    # a checkpoint written under other settings is an error, not a silent restart
+    settings = FinetuneSettings(epochs=2, lr=0.02, batch_size=1, workers=0, freeze_bn=False)
+    with pytest.raises(ValueError, match="finetune.lr"):
+        run(tmp_path / "other.pt", tmp_path / "ckpt")
+
+
+def test_finetune_with_zero_epochs_passes_the_weights_through(tiny_shard, tmp_path):
+    clip = ClipSettings(num_frames=4, frame_stride=2, resize_short=40, crop_size=32, training=True)
+    finetune_backbone(
+        tiny_shard / "index.parquet", tiny_shard / "none.csv", tiny_shard / "rgb.pt",
+        tmp_path / "out.pt", tmp_path / "ckpt", clip, BackboneSettings(width_per_group=4),
+        FinetuneSettings(epochs=0), device="cpu",
+    )
+    before, _ = load_weights(tiny_shard / "rgb.pt")
+    after, meta = load_weights(tmp_path / "out.pt")
+    assert meta["finetune_epochs"] == 0 and all(torch.equal(before[k], after[k]) for k in before)
