@@ -8,11 +8,15 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/dataset.smk"
 include: "rules/flow.smk"
 include: "rules/boxes.smk"
 include: "rules/backbone.smk"
+include: "rules/gcn.smk"
 
 
 rule all:

@@ -1,0 +1,571 @@
+"""Train one GCN head on cached features, with a checkpoint every epoch and automatic resume.
+
+The workflow runs it per model and stream (``rules/gcn.smk``)::
+
+    snakemake --cores 2 train                     # every model of gcn.models, every stream
+    snakemake --cores 2 results/gcn/joint/rgb/model.pt
+    snakemake --cores 2 train --configfile config/config.yaml resume.yaml
+        # resume.yaml holding "gcn: {resume_from: 4}" restarts from epoch 4's checkpoint
+
+and from Python::
+
+    from regiongraph.train.loop import TrainSettings, train_model
+    train_model(TrainSettings(model="joint", epochs=10), train_shards, val_shards,
+                num_classes=174, out_dir="results/gcn/joint/rgb")
+
+``out_dir/checkpoints/epoch-{n}.pt`` holds everything to resume after epoch ``n`` (model,
+optimiser, scheduler, the python/numpy/torch RNG states, the log so far, the best validation
+top-1, the resolved settings); a rerun resumes from the latest one (or ``resume_from``), and
+refuses a checkpoint of another architecture, class count or feature set, or one trained under
+other settings, saying which. ``out_dir/train_log.csv`` has one row per epoch;
+``out_dir/model.pt`` the final weights and what is needed to rebuild the head.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from regiongraph.io import atomic_path, write_csv
+from regiongraph.models.gcn import MODEL_NAMES, build_head, set_input_statistics
+from regiongraph.train.data import (
+    SHARED_SETTINGS,
+    FeatureShardDataset,
+    batch_to_device,
+    feature_loader,
+    feature_statistics,
+)
+
+log = logging.getLogger(__name__)
+
+LOG_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "train_top1",
+    "train_top5",
+    "val_loss",
+    "val_top1",
+    "val_top5",
+    "lr",
+    "seconds",
+]
+# Settings that may differ between the run that wrote a checkpoint and the one resuming it.
+RESUMABLE_CHANGES = ("device", "num_workers", "resume_from", "keep_checkpoints")
+
+
+@dataclass
+class TrainSettings:
+    """Defaults of a training run; the ``gcn:`` section of the config overrides them."""
+
+    model: str = "joint"  # baseline | similarity | spatiotemporal | joint
+    stream: str = "rgb"  # rgb | flow: which feature stream
+    epochs: int = 10
+    batch_size: int = 8
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 1e-3
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.05
+    lr_schedule: str = "cosine"  # cosine | step | constant
+    lr_steps: list[int] = field(default_factory=list)  # step: epochs after which lr *= lr_gamma
+    lr_gamma: float = 0.1
+    warmup_epochs: float = 1.0  # linear warm-up from 0, in (fractional) epochs
+    dropout: float = 0.5
+    hidden: int = 512  # node channels after the 2048 -> 512 reduction
+    layers: int = 3  # graph convolution layers per branch
+    box_geometry: bool = False  # add the Something-Else box coordinate embedding
+    standardise: bool = True  # scale inputs by the training features' per-channel mean and std
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    num_workers: int = 0  # data loader worker processes
+    resume_from: int | None = None  # epoch whose checkpoint to restart from; None: the latest
+    keep_checkpoints: int | None = None  # keep the latest N epoch checkpoints; None: all
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_NAMES:
+            raise ValueError(f"gcn model {self.model!r} is not one of {MODEL_NAMES}")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"gcn optimizer {self.optimizer!r} is not sgd or adamw")
+        if self.lr_schedule not in ("cosine", "step", "constant"):
+            raise ValueError(
+                f"gcn lr_schedule {self.lr_schedule!r} is not cosine, step or constant"
+            )
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(
+                f"gcn epochs ({self.epochs}) and batch_size ({self.batch_size}) must be positive"
+            )
+        self.lr_steps = [int(step) for step in self.lr_steps]
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    top1: float
+    top5: float
+    n_videos: int
+
+
+@dataclass
+class Predictions:
+    """Outputs of :func:`evaluate` in dataset order."""
+
+    stats: EpochStats
+    video_ids: list[str]
+    labels: np.ndarray  # (n,) int64, -1 where unknown
+    logits: np.ndarray  # (n, classes) float32
+
+
+class LearningRateSchedule:
+    """Multiplier of the base learning rate at optimiser step ``step`` (for ``LambdaLR``).
+
+    Linear warm-up over ``warmup_epochs``, then cosine decay to 0 at the end of training,
+    steps of ``gamma`` after each epoch in ``steps``, or constant.
+    """
+
+    def __init__(self, settings: TrainSettings, steps_per_epoch: int) -> None:
+        self.kind = settings.lr_schedule
+        self.steps_per_epoch = steps_per_epoch
+        self.epochs = settings.epochs
+        self.warmup = settings.warmup_epochs
+        self.milestones = list(settings.lr_steps)
+        self.gamma = settings.lr_gamma
+
+    def __call__(self, step: int) -> float:
+        epoch = step / self.steps_per_epoch
+        if self.warmup > 0 and epoch < self.warmup:
+            return (epoch + 1 / self.steps_per_epoch) / self.warmup
+        if self.kind == "cosine":
+            span = max(self.epochs - self.warmup, 1e-8)
+            return 0.5 * (1 + math.cos(math.pi * min((epoch - self.warmup) / span, 1.0)))
+        if self.kind == "step":
+            return self.gamma ** sum(epoch >= milestone for milestone in self.milestones)
+        return 1.0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("config device is 'cuda' but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """How many rows have their label among the ``k`` highest logits (a 0-d tensor, so that
+    a GPU loop need not wait for it)."""
+    k = min(k, logits.shape[-1])
+    top = logits.topk(k, dim=-1).indices
+    return (top == labels[:, None]).any(dim=-1).sum()
+
+
+def _forward(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+    return model(batch["global"], batch.get("roi"), batch.get("boxes"), batch.get("mask"))
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: torch.utils.data.DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+    description: str = "train",
+) -> EpochStats:
+    """One pass over ``loader`` with cross-entropy; the scheduler steps every batch."""
+    model.train()
+    # Sums stay on the device: one synchronisation per epoch, not three per batch.
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss, top-1, top-5
+    seen = 0
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    for batch in tqdm(loader, desc=description, leave=False, mininterval=5.0):
+        batch = batch_to_device(batch, device)
+        labels = batch["label"]
+        with autocast:
+            logits = _forward(model, batch)
+        loss = F.cross_entropy(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        count = labels.shape[0]
+        with torch.no_grad():
+            totals += torch.stack(
+                [
+                    loss.detach() * count,
+                    topk_correct(logits, labels, 1),
+                    topk_correct(logits, labels, 5),
+                ]
+            ).double()
+        seen += count
+    loss_sum, top1, top5 = (totals / max(seen, 1)).tolist()
+    return EpochStats(loss_sum, top1, top5, seen)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: torch.utils.data.DataLoader,
+    device: torch.device,
+    description: str = "evaluate",
+) -> Predictions:
+    """Logits for every video of ``loader`` in order, and loss/top-1/top-5 where labelled."""
+    model.eval()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    video_ids: list[str] = []
+    labels: list[torch.Tensor] = []
+    logits: list[torch.Tensor] = []
+    for batch in tqdm(loader, desc=description, leave=False, mininterval=5.0):
+        batch = batch_to_device(batch, device)
+        with autocast:
+            logits.append(_forward(model, batch).float().cpu())
+        labels.append(batch["label"].cpu())
+        video_ids.extend(batch["video_id"])
+    all_logits = torch.cat(logits) if logits else torch.zeros(0, 0)
+    all_labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
+    labelled = all_labels >= 0
+    n = int(labelled.sum())
+    if n:
+        scored, truth = all_logits[labelled], all_labels[labelled]
+        stats = EpochStats(
+            float(F.cross_entropy(scored, truth)),
+            int(topk_correct(scored, truth, 1)) / n,
+            int(topk_correct(scored, truth, 5)) / n,
+            n,
+        )
+    else:
+        stats = EpochStats(float("nan"), float("nan"), float("nan"), 0)
+    return Predictions(stats, video_ids, all_labels.numpy(), all_logits.numpy())
+
+
+def _rng_states() -> dict[str, Any]:
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    states = {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(_as_tuples(states["python"]))
+    kind, keys, position, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _as_tuples(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return tuple(_as_tuples(v) for v in value)
+    return value
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write ``state`` with ``torch.save`` to a temporary name, then rename it into place."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def checkpoint_epochs(directory: str | Path) -> list[int]:
+    """Epochs with a finished checkpoint ``epoch-{n}.pt`` in ``directory``, ascending."""
+    epochs = []
+    for path in Path(directory).glob("epoch-*.pt"):
+        try:
+            epochs.append(int(path.stem.removeprefix("epoch-")))
+        except ValueError:
+            continue
+    return sorted(epochs)
+
+
+def load_checkpoint(
+    path: str | Path,
+    architecture: dict[str, Any],
+    features: dict[str, Any],
+    settings: TrainSettings,
+) -> dict[str, Any]:
+    """Load a checkpoint and refuse it, saying why, if it belongs to another run."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    problems = [
+        f"{key} is {state['architecture'].get(key)!r} there but {value!r} now"
+        for key, value in architecture.items()
+        if state["architecture"].get(key) != value
+    ]
+    if problems:
+        raise ValueError(f"{path}: checkpoint of another model: " + "; ".join(problems))
+    problems = [
+        f"{key} is {state['features'].get(key)!r} there but {value!r} now"
+        for key, value in features.items()
+        if state["features"].get(key) != value
+    ]
+    if problems:
+        raise ValueError(f"{path}: checkpoint trained on other features: " + "; ".join(problems))
+    then, now = state["settings"], asdict(settings)
+    ignored = set(RESUMABLE_CHANGES)
+    if settings.lr_schedule != "cosine":
+        ignored.add("epochs")  # a step or constant schedule can be extended
+    problems = [
+        f"{key} is {then.get(key)!r} there but {value!r} now"
+        for key, value in now.items()
+        if key not in ignored and then.get(key) != value
+    ]
+    if problems:
+        raise ValueError(
+            f"{path}: checkpoint trained under other settings ({'; '.join(problems)}); restore "
+            f"them, or train afresh (gcn.resume_from: 0, or delete {Path(path).parent})"
+        )
+    return state
+
+
+def _architecture(
+    settings: TrainSettings, dataset: FeatureShardDataset, num_classes: int
+) -> dict[str, Any]:
+    return {
+        "model": settings.model,
+        "stream": settings.stream,
+        "num_classes": num_classes,
+        "in_channels": dataset.channels,
+        "hidden": settings.hidden,
+        "layers": settings.layers,
+        "box_geometry": settings.box_geometry,
+        "image_size": float(dataset.settings.get("crop_size") or 224),
+        "num_frames": dataset.num_frames,
+        "boxes_per_frame": dataset.boxes_per_frame,
+    }
+
+
+def build_model(architecture: dict[str, Any], dropout: float = 0.5) -> nn.Module:
+    """The head described by a checkpoint's ``architecture`` record."""
+    return build_head(
+        architecture["model"],
+        architecture["in_channels"],
+        architecture["num_classes"],
+        hidden=architecture["hidden"],
+        layers=architecture["layers"],
+        dropout=dropout,
+        box_geometry=architecture["box_geometry"],
+        image_size=architecture["image_size"],
+    )
+
+
+def _optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=settings.lr,
+            momentum=settings.momentum,
+            weight_decay=settings.weight_decay,
+        )
+    return torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def load_datasets(
+    train_paths: Sequence[str | Path],
+    val_paths: Sequence[str | Path],
+    num_classes: int,
+    expect: dict[str, Any] | None = None,
+    regions: bool = True,
+) -> tuple[FeatureShardDataset, FeatureShardDataset]:
+    """Open the train and validation shards and check them before any training starts."""
+    train_set = FeatureShardDataset(train_paths, expect=expect, regions=regions)
+    val_set = FeatureShardDataset(val_paths, expect=expect, regions=regions)
+    if len(train_set) == 0:
+        raise ValueError(f"the train split has no videos in {[str(p) for p in train_paths]}")
+    if len(val_set) == 0:
+        raise ValueError(
+            f"the validation split has no videos in {[str(p) for p in val_paths]}: training "
+            "needs validation videos to report on; check index/validation.parquet and index/dropped.csv"
+        )
+    mismatch = [
+        f"{key}: {train_set.settings.get(key)!r} (train) vs {val_set.settings.get(key)!r} (validation)"
+        for key in SHARED_SETTINGS
+        if train_set.settings.get(key) != val_set.settings.get(key)
+    ]
+    if mismatch or train_set.shapes != val_set.shapes:
+        raise ValueError(
+            "train and validation features were produced differently: "
+            + ("; ".join(mismatch) or f"shapes {train_set.shapes} vs {val_set.shapes}")
+        )
+    for name, dataset in (("train", train_set), ("validation", val_set)):
+        if len(dataset) and dataset.labels.max() >= num_classes:
+            video = dataset.video_ids[int(np.argmax(dataset.labels))]
+            raise ValueError(
+                f"{name} video {video!r} has label_index {int(dataset.labels.max())} but labels.csv "
+                f"lists {num_classes} classes"
+            )
+    return train_set, val_set
+
+
+def train_model(
+    settings: TrainSettings,
+    train_paths: Sequence[str | Path],
+    val_paths: Sequence[str | Path],
+    num_classes: int,
+    out_dir: str | Path,
+    expect: dict[str, Any] | None = None,
+) -> Path:
+    """Train (or resume) one head; write checkpoints, ``train_log.csv`` and ``model.pt``."""
+    out_dir = Path(out_dir)
+    checkpoint_dir = out_dir / "checkpoints"
+    regions = settings.model != "baseline"  # the baseline reads only the global feature
+    train_set, val_set = load_datasets(train_paths, val_paths, num_classes, expect, regions)
+    device = resolve_device(settings.device)
+    architecture = _architecture(settings, train_set, num_classes)
+    features = {key: train_set.settings.get(key) for key in SHARED_SETTINGS}
+
+    _seed_everything(settings.seed)
+    model = build_model(architecture, settings.dropout)
+    if settings.standardise:
+        set_input_statistics(model, feature_statistics(train_set))
+    model = model.to(device)
+    optimizer = _optimizer(model, settings)
+    steps_per_epoch = math.ceil(len(train_set) / settings.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, LearningRateSchedule(settings, steps_per_epoch)
+    )
+    rows: list[dict[str, Any]] = []
+    start_epoch, best_top1, best_epoch = 1, -1.0, 0
+
+    available = checkpoint_epochs(checkpoint_dir)
+    resume = (
+        settings.resume_from
+        if settings.resume_from is not None
+        else (available[-1] if available else None)
+    )
+    if resume is not None and resume > 0:
+        if resume not in available:
+            raise FileNotFoundError(
+                f"{checkpoint_dir}: no checkpoint for epoch {resume} (gcn.resume_from); found epochs {available}"
+            )
+        path = checkpoint_dir / f"epoch-{resume}.pt"
+        state = load_checkpoint(path, architecture, features, settings)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_states(state["rng"])
+        rows = [row for row in state["log"] if row["epoch"] <= resume]
+        start_epoch, best_top1, best_epoch = resume + 1, state["best_top1"], state["best_epoch"]
+        log.info("resuming %s/%s from %s", settings.model, settings.stream, path)
+
+    log.info(
+        "training %s on %s features: %d train / %d validation videos, %d classes, %s nodes, device %s",
+        settings.model,
+        settings.stream,
+        len(train_set),
+        len(val_set),
+        num_classes,
+        f"{train_set.num_frames}x{train_set.boxes_per_frame}",
+        device,
+    )
+    pin = device.type == "cuda"
+    val_loader = feature_loader(
+        val_set, settings.batch_size, num_workers=settings.num_workers, pin_memory=pin
+    )
+    epochs = tqdm(
+        range(start_epoch, settings.epochs + 1),
+        desc=f"{settings.model}/{settings.stream}",
+        mininterval=5.0,
+    )
+    train_loader = feature_loader(
+        train_set,
+        settings.batch_size,
+        shuffle=True,
+        seed=settings.seed,
+        num_workers=settings.num_workers,
+        pin_memory=pin,
+    )
+    for epoch in epochs:
+        started = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        train_loader.sampler.set_epoch(epoch)
+        train_stats = train_one_epoch(
+            model, train_loader, optimizer, scheduler, device, f"epoch {epoch}"
+        )
+        val_stats = evaluate(model, val_loader, device, "validation").stats
+        if val_stats.top1 > best_top1:
+            best_top1, best_epoch = val_stats.top1, epoch
+        row = {
+            "epoch": epoch,
+            "train_loss": train_stats.loss,
+            "train_top1": train_stats.top1,
+            "train_top5": train_stats.top5,
+            "val_loss": val_stats.loss,
+            "val_top1": val_stats.top1,
+            "val_top5": val_stats.top5,
+            "lr": lr,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        rows.append(row)
+        log.info(
+            "epoch %d: %s",
+            epoch,
+            {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()},
+        )
+        save_checkpoint(
+            checkpoint_dir / f"epoch-{epoch}.pt",
+            {
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": _rng_states(),
+                "best_top1": best_top1,
+                "best_epoch": best_epoch,
+                "architecture": architecture,
+                "features": features,
+                "settings": asdict(settings),
+                "log": rows,
+            },
+        )
+        write_csv(out_dir / "train_log.csv", pd.DataFrame(rows, columns=LOG_COLUMNS))
+        if settings.keep_checkpoints:
+            for old_epoch in checkpoint_epochs(checkpoint_dir):
+                if old_epoch <= epoch - settings.keep_checkpoints:
+                    (checkpoint_dir / f"epoch-{old_epoch}.pt").unlink()
+    write_csv(out_dir / "train_log.csv", pd.DataFrame(rows, columns=LOG_COLUMNS))
+    model_path = out_dir / "model.pt"
+    save_checkpoint(
+        model_path,
+        {
+            "model": model.state_dict(),
+            "architecture": architecture,
+            "features": features,
+            "settings": asdict(settings),
+            "epoch": settings.epochs,
+            "best_top1": best_top1,
+            "best_epoch": best_epoch,
+        },
+    )
+    train_set.close()
+    val_set.close()
+    return model_path
+
+
+def load_model(
+    path: str | Path, device: torch.device | str = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The trained head of ``model.pt`` in eval mode, and its record (architecture, features...)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_model(state["architecture"], state["settings"]["dropout"])
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), state
