@@ -1,11 +1,13 @@
 # Space-Time Region Graphs (Wang & Gupta, ECCV 2018) on Something-Something v1.
 # A table of contents: config and its schema, one rule file per stage, and the targets.
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 report: "report/workflow.rst"

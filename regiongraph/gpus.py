@@ -141,6 +141,13 @@ def gpu_slot(
     if device == "cpu":
         yield None
         return
+    if os.environ.get("SLURM_JOB_ID"):
+        # SLURM gave this job its own GPUs (and with cgroups renumbers them from 0, so two jobs
+        # on one node may both see "0"): locking here would make them wait on each other.
+        assigned = os.environ.get("CUDA_VISIBLE_DEVICES")
+        log.info("GPUs assigned by SLURM (CUDA_VISIBLE_DEVICES=%s): no slot lock", assigned)
+        yield assigned
+        return
     _check_cuda_not_initialised()
     claim = acquire_gpu(devices, lock_dir, poll_seconds, timeout)
     if claim is None:

@@ -1,12 +1,15 @@
 """Rule boxes_shard: object boxes on the box frames of one shard's videos (regiongraph.detect)."""
 
 from regiongraph.detect.stage import BoxSettings, extract_boxes_shard
+from regiongraph.gpus import claim_gpu_slot
 from regiongraph.runlog import log_to_file
 
 log = log_to_file(snakemake.log[0])
 settings = BoxSettings(**snakemake.params.settings)
 if settings.backend != "annotations":
     import torch
+
+    claim_gpu_slot(snakemake.params.device)  # one GPU per job when several jobs share a machine
 
     torch.set_num_threads(snakemake.threads)
 counts = extract_boxes_shard(

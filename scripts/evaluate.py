@@ -2,10 +2,12 @@
 
 import torch
 
+from regiongraph.gpus import claim_gpu_slot
 from regiongraph.runlog import log_to_file
 from regiongraph.train.evaluate import evaluate_model
 
 log_to_file(snakemake.log[0])
+claim_gpu_slot(snakemake.params.device)  # one GPU per job when several jobs share a machine
 torch.set_num_threads(snakemake.threads)
 streams = snakemake.params.streams
 inputs = snakemake.input

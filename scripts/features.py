@@ -4,9 +4,11 @@ import torch
 
 from regiongraph.features.cache import BackboneSettings, cache_features_shard
 from regiongraph.features.clips import ClipSettings
+from regiongraph.gpus import claim_gpu_slot
 from regiongraph.runlog import log_to_file
 
 log = log_to_file(snakemake.log[0])
+claim_gpu_slot(snakemake.params.device)  # one GPU per job when several jobs share a machine
 torch.set_num_threads(snakemake.threads)
 params = snakemake.params
 stream = snakemake.wildcards.stream
@@ -25,4 +27,6 @@ counts = cache_features_shard(
     batch_size=params.batch_size,
     workers=params.workers,
 )
-log.info("features %s %s shard %s: %s", stream, snakemake.wildcards.split, snakemake.wildcards.k, counts)
+log.info(
+    "features %s %s shard %s: %s", stream, snakemake.wildcards.split, snakemake.wildcards.k, counts
+)

@@ -6,9 +6,11 @@ import torch
 from regiongraph.features.cache import BackboneSettings
 from regiongraph.features.clips import ClipSettings
 from regiongraph.features.finetune import FinetuneSettings, finetune_backbone
+from regiongraph.gpus import claim_gpu_slot
 from regiongraph.runlog import log_to_file
 
 log = log_to_file(snakemake.log[0])
+claim_gpu_slot(snakemake.params.device)  # one GPU per job when several jobs share a machine
 torch.set_num_threads(snakemake.threads)
 params = snakemake.params
 tuning = dict(params.finetune)

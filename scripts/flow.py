@@ -1,9 +1,12 @@
 """TV-L1 flow for one index shard: ``flow/{split}/shard-{k}.h5`` (glue; see regiongraph.flow.stage)."""
 
 from regiongraph.flow.stage import compute_flow_shard
+from regiongraph.gpus import claim_gpu_slot
 from regiongraph.runlog import log_to_file
 
 log_to_file(snakemake.log[0])
+# the torch backend may run on a GPU: one per job when several jobs share a machine
+claim_gpu_slot(snakemake.params.device if snakemake.params.backend == "torch" else "cpu")
 compute_flow_shard(
     snakemake.input.index,
     int(snakemake.wildcards.k),

@@ -4,11 +4,13 @@ from pathlib import Path
 
 import torch
 
+from regiongraph.gpus import claim_gpu_slot
 from regiongraph.runlog import log_to_file
 from regiongraph.train.loop import TrainSettings, train_model
 from regiongraph.train.metrics import read_labels
 
 log = log_to_file(snakemake.log[0])
+claim_gpu_slot(snakemake.params.device)  # one GPU per job when several jobs share a machine
 torch.set_num_threads(snakemake.threads)
 stream = snakemake.wildcards.stream
 settings = TrainSettings(

@@ -29,7 +29,10 @@ def _write_parts(folder: Path, data: bytes, part_bytes: int) -> list[Path]:
 
 def _tar_gz(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
     buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w|") as tar:
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w|") as tar,
+    ):
         for info, data in members:
             tar.addfile(info, io.BytesIO(data) if data is not None else None)
     return buffer.getvalue()
@@ -161,3 +164,14 @@ def test_failed_reextract_keeps_previous_frames(tmp_path):
     with pytest.raises(ArchiveError):
         extract_archive(tmp_path / "parts", tmp_path / "raw")
     assert sorted((tmp_path / "raw").rglob("*.jpg")) == frames
+
+
+def test_atomic_path_removes_a_killed_jobs_temporary_file(tmp_path):
+    from regiongraph.io import atomic_path
+
+    stale = tmp_path / ".out.h5.tmp-99999999"
+    stale.write_bytes(b"half written")
+    with atomic_path(tmp_path / "out.h5") as tmp:
+        tmp.write_bytes(b"whole")
+    assert (tmp_path / "out.h5").read_bytes() == b"whole"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.h5"]

@@ -51,8 +51,10 @@ for _ in range(6):
 @pytest.fixture
 def slot_env(tmp_path):
     env = {
-        **os.environ, "CUDA_VISIBLE_DEVICES": DEVICES,
-        gpus.LOCK_DIR_ENV: str(tmp_path / "locks"), "PYTHONPATH": str(Path(__file__).parents[1]),
+        **os.environ,
+        "CUDA_VISIBLE_DEVICES": DEVICES,
+        gpus.LOCK_DIR_ENV: str(tmp_path / "locks"),
+        "PYTHONPATH": str(Path(__file__).parents[1]),
     }
     procs: list[subprocess.Popen] = []
     yield env, procs
@@ -111,7 +113,9 @@ def test_concurrent_jobs_never_share_a_device(tmp_path, slot_env):
         _start(procs, env, CYCLER, name, tmp_path)
     for proc in procs:
         assert proc.wait(timeout=60) == 0
-    spans = [span for name in "pqrs" for span in json.loads((tmp_path / f"{name}.json").read_text())]
+    spans = [
+        span for name in "pqrs" for span in json.loads((tmp_path / f"{name}.json").read_text())
+    ]
     assert len(spans) == 24
     assert {device for device, _, _ in spans} == {"3", "5"}
     for device in ("3", "5"):
@@ -150,3 +154,14 @@ def test_refuses_once_cuda_is_initialised(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     with pytest.raises(RuntimeError, match="already initialised"):
         claim_gpu_slot("auto")
+
+
+def test_slurm_jobs_keep_the_gpus_slurm_gave_them(monkeypatch, tmp_path):
+    """Under SLURM two jobs on one node can both see device "0" (cgroups renumber): no locking."""
+    monkeypatch.setenv(gpus.LOCK_DIR_ENV, str(tmp_path / "locks"))
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with gpu_slot("auto", timeout=0.1) as first, gpu_slot("auto", timeout=0.1) as second:
+        assert first == second == "0"
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"
+    assert not (tmp_path / "locks").exists()

@@ -39,8 +39,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        tmp.unlink()
+    # One job writes one output at a time (Snakemake's promise), so any other temporary twin
+    # was left by a job that was killed: remove it rather than let them pile up.
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
     try:
         yield tmp
         if tmp.exists():

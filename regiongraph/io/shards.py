@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import subprocess
 from collections.abc import Iterator, Mapping
@@ -24,6 +25,8 @@ import h5py
 
 from regiongraph import __version__
 from regiongraph.io.atomic import atomic_path
+
+log = logging.getLogger(__name__)
 
 
 class ShardMismatchError(ValueError):
@@ -79,14 +82,23 @@ def shard_writer(
     """Open ``path``'s temporary twin for writing; on clean exit mark complete and rename."""
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", libver="latest") as handle:
-            handle.attrs["stage"] = stage
-            handle.attrs["settings"] = json.dumps(dict(settings), sort_keys=True, default=str)
-            handle.attrs["code_version"] = code_version()
-            handle.attrs["inputs"] = json.dumps(input_summary(inputs or {}), sort_keys=True)
-            handle.attrs["complete"] = False
-            yield handle
-            handle.attrs["complete"] = True
-            handle.flush()
+            try:
+                handle.attrs["stage"] = stage
+                handle.attrs["settings"] = json.dumps(dict(settings), sort_keys=True, default=str)
+                handle.attrs["code_version"] = code_version()
+                handle.attrs["inputs"] = json.dumps(input_summary(inputs or {}), sort_keys=True)
+                handle.attrs["complete"] = False
+                yield handle
+                handle.attrs["complete"] = True
+                handle.flush()
+            except OSError as error:
+                # HDF5 follows a failed write with a long chain of its own errors (and may
+                # crash on close): say the one thing that matters first, in the job's log.
+                message = (
+                    f"{path}: writing the shard failed (disk full or file-size limit?): {error}"
+                )
+                log.error(message)
+                raise OSError(error.errno, message) from error
 
 
 def shard_settings(handle: h5py.File) -> dict[str, Any]:
