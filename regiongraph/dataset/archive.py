@@ -135,6 +135,7 @@ class GunzipReader(io.RawIOBase):
         self.offset = 0  # read position inside self.buffer
         self.position = 0  # absolute position in the decompressed stream
         self.finished = False
+        self.member_open = False  # a gzip member has started and not yet ended
 
     def readable(self) -> bool:
         return True
@@ -152,14 +153,16 @@ class GunzipReader(io.RawIOBase):
             else:
                 compressed = self.raw.read(self.chunk_bytes)
                 if not compressed:
-                    if not self.inflate.eof:
+                    if self.member_open:
                         raise EOFError("compressed stream ended before the end-of-stream marker")
                     self.finished = True
                     return False
+                self.member_open = True
                 data = self.inflate.decompress(compressed, self.chunk_bytes)
             if self.inflate.eof:  # concatenated gzip members, as `cat a.gz b.gz` makes
                 rest = self.inflate.unused_data
                 self.inflate = zlib.decompressobj(wbits=31)
+                self.member_open = bool(rest)
                 if rest:
                     data += self.inflate.decompress(rest, self.chunk_bytes)
             if data:
@@ -358,16 +361,38 @@ def extract_archive(
                 else:
                     writer.drain()  # links may point at files still being written
                     tar.extract(member, partial, filter="data")
+            # tarfile ends quietly at a header it cannot parse, and deflate decodes some garbage
+            # without complaint: read the stream to its end so that zlib checks the gzip CRC and
+            # length, and only zero padding may follow the last member.
+            where = reader.part.path
+            while chunk := stream.read(1 << 20):
+                if chunk.count(0) != len(chunk):
+                    raise ArchiveError(
+                        f"{where}: corrupt archive data found in this part or the one before "
+                        f"(unreadable tar header at byte {tar.offset} of the uncompressed stream)"
+                    )
             writer.close()
         except (tarfile.ReadError, EOFError, zlib.error, OSError) as error:
+            writer.close(wait=False)  # no thread may write into the folder being removed
             shutil.rmtree(partial, ignore_errors=True)
             where = reader.part.path
+            # split -b cuts every part but the last to one size: a shorter one was truncated
+            odd = [p for p in parts[:-1] if p.size != parts[0].size]
+            if odd:
+                raise ArchiveError(
+                    f"{odd[0].path}: part is {odd[0].size} bytes where {parts[0].path.name} is "
+                    f"{parts[0].size}: truncated? (the stream failed in {where.name}: {error})"
+                ) from error
             if isinstance(error, EOFError) or "unexpected end" in str(error).lower():
                 raise ArchiveError(
                     f"{where}: archive ends early: part truncated or a later part missing ({error})"
                 ) from error
-            raise ArchiveError(f"{where}: corrupt archive data in this part ({error})") from error
+            raise ArchiveError(
+                f"{where}: corrupt archive data found in this part; deflate detects damage late, so "
+                f"it may lie in this part or the one before ({error})"
+            ) from error
         except BaseException:
+            writer.close(wait=False)
             shutil.rmtree(partial, ignore_errors=True)
             raise
         finally:
