@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 
-.PHONY: setup demo test lint bench dag clean
+.PHONY: setup demo report test lint bench dag clean
 
 setup: $(VENV)/.installed
 
