@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 from pathlib import Path
@@ -23,6 +24,32 @@ TINY_TOY = ToySettings(
     videos=24, classes=4, min_frames=6, max_frames=10, min_width=48, max_width=64,
     height=40, part_bytes=20_000, seed=3,
 )
+
+
+# The workflow on a tiny synthetic set: what every end-to-end test starts from (schema defaults
+# fill the rest). Light TV-L1 and a 4-frame, 32 px, narrow I3D keep a whole run near a minute.
+TINY_CONFIG = {
+    "dataset": {"toy": {
+        "videos": 24, "classes": 4, "min_frames": 6, "max_frames": 10,
+        "min_width": 48, "max_width": 64, "height": 40, "part_bytes": 20000,
+    }},
+    "index": {"min_frames": 4},
+    "shards": {"train": 1, "validation": 1, "test": 1},
+    "flow": {"threads": 2, "tvl1": {"nscales": 2, "warps": 1, "inner_iterations": 5, "outer_iterations": 2}},
+    "backbone": {
+        "streams": ["rgb"], "num_frames": 4, "frame_stride": 2, "resize_short": 40,
+        "crop_size": 32, "width_per_group": 4, "batch_size": 4, "workers": 0,
+        "finetune": {"epochs": 0},
+    },
+}
+
+
+def tiny_config(**sections: dict) -> dict:
+    """A copy of TINY_CONFIG with some sections' keys overridden (one level deep)."""
+    config = copy.deepcopy(TINY_CONFIG)
+    for name, values in sections.items():
+        config[name] = {**config.get(name, {}), **values}
+    return config
 
 
 @pytest.fixture(scope="session")

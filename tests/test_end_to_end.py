@@ -10,45 +10,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO, snakemake_cmd
+from tests.conftest import REPO, snakemake_cmd, tiny_config
 
-CONFIG = {
-    "dataset": {
-        "toy": {
-            "videos": 24,
-            "classes": 4,
-            "min_frames": 6,
-            "max_frames": 10,
-            "min_width": 48,
-            "max_width": 64,
-            "height": 40,
-            "part_bytes": 20000,
-        }
-    },
-    "index": {"min_frames": 4},
-    "shards": {"train": 1, "validation": 1, "test": 1},
-    "flow": {
-        "threads": 2,
-        "tvl1": {"nscales": 2, "warps": 1, "inner_iterations": 5, "outer_iterations": 2},
-    },
-    "backbone": {
-        "streams": ["rgb", "flow"],
-        "num_frames": 4,
-        "frame_stride": 2,
-        "resize_short": 40,
-        "crop_size": 32,
-        "width_per_group": 4,
-        "batch_size": 4,
-        "workers": 0,
-        "finetune": {"epochs": 0},
-    },
-    "gcn": {
-        "models": ["baseline", "joint"],
-        "streams": ["rgb", "flow"],
-        "epochs": 2,
-        "batch_size": 4,
-    },
-}
+CONFIG = tiny_config(
+    backbone={"streams": ["rgb", "flow"]},
+    gcn={"models": ["baseline", "joint"], "streams": ["rgb", "flow"], "epochs": 2, "batch_size": 4},
+)
 
 
 def _snakemake(workdir, *args):

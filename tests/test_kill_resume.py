@@ -20,25 +20,9 @@ import pytest
 import yaml
 
 from regiongraph.io import open_shard
-from tests.conftest import REPO, snakemake_cmd
+from tests.conftest import REPO, snakemake_cmd, tiny_config
 
-CONFIG = {
-    "dataset": {"toy": {
-        "videos": 24, "classes": 4, "min_frames": 6, "max_frames": 10,
-        "min_width": 48, "max_width": 64, "height": 40, "part_bytes": 20000,
-    }},
-    "index": {"min_frames": 4},
-    "shards": {"train": 1, "validation": 1, "test": 1},
-    "flow": {
-        "backend": "opencv", "threads": 2,
-        "tvl1": {"nscales": 2, "warps": 1, "inner_iterations": 5, "outer_iterations": 2},
-    },
-    "backbone": {
-        "streams": ["rgb"], "num_frames": 4, "frame_stride": 2, "resize_short": 40,
-        "crop_size": 32, "width_per_group": 4, "batch_size": 2, "workers": 0,
-        "finetune": {"epochs": 0},
-    },
-}
+CONFIG = tiny_config(flow={"backend": "opencv"}, backbone={"batch_size": 2})
 TMP_GLOB = ".shard-*.h5.tmp-*"  # regiongraph.io.atomic_path's temporary twin of a shard
 
 

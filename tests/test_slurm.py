@@ -22,7 +22,7 @@ import h5py
 import pytest
 import yaml
 
-from tests.conftest import REPO, snakemake_cmd
+from tests.conftest import REPO, snakemake_cmd, tiny_config
 from tests.workflow_rules import RuleInfo, load_rules
 
 FAKE_SLURM = Path(__file__).parent / "fake_slurm"
@@ -30,23 +30,7 @@ PROFILE = REPO / "profiles" / "slurm"
 
 # A tiny configuration (schema defaults fill the rest). flow.backend torch makes flow_shard a
 # GPU rule (device auto), so GPU requests are checked even before the backbone stage runs.
-SLURM_CONFIG = {
-    "dataset": {"toy": {
-        "videos": 24, "classes": 4, "min_frames": 6, "max_frames": 10,
-        "min_width": 48, "max_width": 64, "height": 40, "part_bytes": 20000,
-    }},
-    "index": {"min_frames": 4},
-    "shards": {"train": 1, "validation": 1, "test": 1},
-    "flow": {
-        "backend": "torch", "threads": 1, "batch_size": 32,
-        "tvl1": {"nscales": 2, "warps": 1, "inner_iterations": 5, "outer_iterations": 2},
-    },
-    "backbone": {
-        "streams": ["rgb"], "num_frames": 4, "frame_stride": 2, "resize_short": 40,
-        "crop_size": 32, "width_per_group": 4, "batch_size": 4, "workers": 0,
-        "finetune": {"epochs": 0},
-    },
-}
+SLURM_CONFIG = tiny_config(flow={"backend": "torch", "threads": 1, "batch_size": 32})
 # Target rule -> the per-shard rule that produces it; those the workflow has run on the cluster
 # (extract, split and index, single CPU jobs, run locally first to keep the test short).
 STAGES = {"flow": "flow_shard", "boxes": "boxes_shard", "features": "features_shard"}

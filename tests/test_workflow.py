@@ -13,17 +13,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO, snakemake_cmd
+from tests.conftest import REPO, snakemake_cmd, tiny_config
 
-TINY = {
-    "dataset": {
-        "toy": {
-            "videos": 24, "classes": 4, "min_frames": 6, "max_frames": 10,
-            "min_width": 48, "max_width": 64, "height": 40, "part_bytes": 20000,
-        }
-    },
-    "index": {"min_frames": 4},
-}
+# the tiny toy set only: every stage keeps its demo settings and shard counts
+TINY = {key: tiny_config()[key] for key in ("dataset", "index")}
 
 
 def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
