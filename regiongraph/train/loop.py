@@ -300,20 +300,17 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Load a checkpoint and refuse it, saying why, if it belongs to another run."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    problems = [
-        f"{key} is {state['architecture'].get(key)!r} there but {value!r} now"
-        for key, value in architecture.items()
-        if state["architecture"].get(key) != value
-    ]
-    if problems:
-        raise ValueError(f"{path}: checkpoint of another model: " + "; ".join(problems))
-    problems = [
-        f"{key} is {state['features'].get(key)!r} there but {value!r} now"
-        for key, value in features.items()
-        if state["features"].get(key) != value
-    ]
-    if problems:
-        raise ValueError(f"{path}: checkpoint trained on other features: " + "; ".join(problems))
+    for part, wanted, what in (
+        ("architecture", architecture, "checkpoint of another model"),
+        ("features", features, "checkpoint trained on other features"),
+    ):
+        problems = [
+            f"{key} is {state[part].get(key)!r} there but {value!r} now"
+            for key, value in wanted.items()
+            if state[part].get(key) != value
+        ]
+        if problems:
+            raise ValueError(f"{path}: {what}: " + "; ".join(problems))
     then, now = state["settings"], asdict(settings)
     ignored = set(RESUMABLE_CHANGES)
     if settings.lr_schedule != "cosine":
