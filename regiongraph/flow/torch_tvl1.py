@@ -16,7 +16,8 @@ many frame pairs of one size at once, on CUDA when available and on the CPU othe
   brightness residual, and up to ``outer_iterations`` x ``inner_iterations`` iterations of
   thresholding (TH), divergence of the dual variable, the primal update and the dual
   projection, with a ``median_filtering`` median (replicated border) on the flow before each
-  outer iteration; the dual variables start at zero per level and carry over warps;
+  outer iteration (on u1 and u2: the illumination channel u3 is not filtered); the dual
+  variables start at zero per level and carry over warps;
 * stopping rule: a warp ends for a pair once the sum over its pixels of the squared flow
   update falls to ``epsilon**2 * area``. Pairs of a batch stop separately: a boolean mask
   freezes the finished ones (the iteration that meets the rule still updates the dual
@@ -337,13 +338,36 @@ def inner_iterations(
 
 
 def _one_scale(
-    i0: torch.Tensor, i1: torch.Tensor, u: torch.Tensor, params: TVL1Params, check_every: int
+    i0: torch.Tensor,
+    i1: torch.Tensor,
+    u: torch.Tensor,
+    params: TVL1Params,
+    check_every: int,
+    kernel: str = "eager",
+    iterations: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``procOneScale``: ``warps`` warpings at one pyramid level; updates and returns ``u``."""
     b, c, h, w = u.shape
     stop = float(np.float32(params.epsilon * params.epsilon * h * w))
     i1x, i1y = centred_gradient(i1)
     sources = torch.cat([i1, i1x, i1y], dim=1)
+    if kernel == "triton":
+        from regiongraph.flow import triton_tvl1
+
+        return triton_tvl1.solve_level(
+            i0.contiguous(),
+            sources,
+            u,
+            warps=params.warps,
+            outer_iterations=params.outer_iterations,
+            inner_iterations=params.inner_iterations,
+            median_filtering=params.median_filtering,
+            lambda_theta=params.lambda_ * params.theta,
+            theta=params.theta,
+            tau_theta=params.tau / params.theta,
+            stop=stop,
+            iterations=iterations,
+        )
     px = torch.zeros_like(u)
     py = torch.zeros_like(u)
     for _ in range(params.warps):
@@ -383,12 +407,13 @@ def _run_warp(state: WarpState, params: TVL1Params, stop: float, check_every: in
     work, index = state, None
     all_active = True  # what the host knows about ``work.active``
     for _ in range(params.outer_iterations):
-        if params.median_filtering > 1:
-            filtered = median_blur(work.u, params.median_filtering)
+        if params.median_filtering > 1:  # OpenCV filters u1 and u2, not u3
+            flow = work.u[:, :2]
+            filtered = median_blur(flow, params.median_filtering)
             if all_active:
-                work.u.copy_(filtered)
+                flow.copy_(filtered)
             else:
-                torch.where(work.active.view(-1, 1, 1, 1), filtered, work.u, out=work.u)
+                flow.copy_(torch.where(work.active.view(-1, 1, 1, 1), filtered, flow))
         done = 0
         running = work.active.numel()
         while done < params.inner_iterations and running:
@@ -417,17 +442,45 @@ def _scatter(u, px, py, index, work: WarpState) -> None:
     py.index_copy_(0, index, work.py)
 
 
+KERNELS = ("auto", "triton", "eager")
+
+
+def resolve_kernel(kernel: str, device: torch.device, params: TVL1Params) -> str:
+    """``auto``: the fused Triton kernel on CUDA when Triton is there and ``gamma == 0``, else
+    the eager port. ``triton`` on the CPU runs Triton's interpreter (slow: for testing)."""
+    from regiongraph.flow import triton_tvl1
+
+    if kernel not in KERNELS:
+        raise ValueError(f"flow.kernel must be one of {KERNELS}, got {kernel!r}")
+    if kernel == "auto":
+        fused = device.type == "cuda" and triton_tvl1.available() and params.gamma == 0
+        return "triton" if fused else "eager"
+    if kernel == "triton":
+        if not triton_tvl1.available():
+            raise ValueError("flow.kernel is 'triton' but the triton package cannot be imported")
+        if params.gamma != 0:
+            raise ValueError("flow.kernel 'triton' computes gamma == 0 only; use 'eager' or 'auto'")
+    return kernel
+
+
 @torch.inference_mode()
 def tvl1_flow(
-    i0: torch.Tensor, i1: torch.Tensor, params: TVL1Params, check_every: int | None = None
+    i0: torch.Tensor,
+    i1: torch.Tensor,
+    params: TVL1Params,
+    check_every: int | None = None,
+    kernel: str = "auto",
+    iterations: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Dual TV-L1 flow from ``i0`` to ``i1`` (``(B, H, W)``, grey levels 0..255, any device).
 
     Returns float32 ``(B, 2, H, W)``: (dx, dy) per pixel, as ``DualTVL1OpticalFlow::calc``.
     ``check_every``: inner iterations between looks at which pairs have stopped (default 1
     on the CPU, 10 on a GPU, where each look is a synchronisation); it changes only the work
-    done, not the result.
+    done, not the result. ``kernel``: see :func:`resolve_kernel`. ``iterations`` ``(B,)``
+    int32 receives each pair's inner iterations over all levels (Triton kernel only).
     """
+    kernel = resolve_kernel(kernel, i0.device, params)
     if check_every is None:
         check_every = 1 if i0.device.type == "cpu" else 10
     if i0.shape != i1.shape or i0.ndim != 3:
@@ -451,7 +504,7 @@ def tvl1_flow(
     b = i0.shape[0]
     u = torch.zeros((b, channels, *levels[-1][0].shape[-2:]), dtype=torch.float32, device=i0.device)
     for s in range(len(levels) - 1, -1, -1):
-        u = _one_scale(levels[s][0], levels[s][1], u, params, check_every)
+        u = _one_scale(levels[s][0], levels[s][1], u, params, check_every, kernel, iterations)
         if s == 0:
             break
         u = resize_to(u, *levels[s - 1][0].shape[-2:])
@@ -464,17 +517,23 @@ def torch_pairs_flow(
     frames1: np.ndarray,
     params: TVL1Params,
     device: torch.device | str = "auto",
+    kernel: str = "auto",
+    iterations: torch.Tensor | None = None,
 ) -> np.ndarray:
     """Flow of grayscale uint8 pairs ``(B, H, W)`` -> float32 ``(B, H, W, 2)`` (dx, dy)."""
     device = resolve_device(device)
     i0 = torch.from_numpy(np.ascontiguousarray(frames0)).to(device, non_blocking=True)
     i1 = torch.from_numpy(np.ascontiguousarray(frames1)).to(device, non_blocking=True)
-    flow = tvl1_flow(i0, i1, params)
+    flow = tvl1_flow(i0, i1, params, kernel=kernel, iterations=iterations)
     return flow.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def torch_video_flow(
-    frames: np.ndarray, params: TVL1Params, device="auto", batch_size: int = 64
+    frames: np.ndarray,
+    params: TVL1Params,
+    device="auto",
+    batch_size: int = 64,
+    kernel: str = "auto",
 ) -> np.ndarray:
     """Flow between consecutive grayscale frames ``(T, H, W)`` uint8: ``(T - 1, H, W, 2)``."""
     frames = np.asarray(frames)
@@ -483,7 +542,7 @@ def torch_video_flow(
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         out[start:stop] = torch_pairs_flow(
-            frames[start:stop], frames[start + 1 : stop + 1], params, device
+            frames[start:stop], frames[start + 1 : stop + 1], params, device, kernel
         )
     return out
 
