@@ -27,6 +27,7 @@ rule flow_shard:
         bound=config["flow"]["bound"],
         tvl1=config["flow"]["tvl1"],
         batch_size=config["flow"]["batch_size"],
+        kernel=config["flow"]["kernel"],
         device=config["device"],
         dropped=results("index/dropped.csv"),
     script:

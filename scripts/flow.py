@@ -18,4 +18,5 @@ compute_flow_shard(
     workers=snakemake.threads,
     device=snakemake.params.device,
     batch_size=snakemake.params.batch_size,
+    kernel=snakemake.params.kernel,
 )

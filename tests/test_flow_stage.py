@@ -147,7 +147,7 @@ def test_torch_backend_writes_the_same_shard_layout(shard_index, tmp_path):
     _run(shard_index, reference)
     # batch of 3 pairs: batches span videos, and the last one is partial
     _run(shard_index, output, backend="torch", device="cpu", batch_size=3)
-    with open_shard(output, stage="flow", expect={"backend": "torch"}) as handle:
+    with open_shard(output, stage="flow", expect={"backend": "torch", "kernel": "auto"}) as handle:
         assert sorted(handle) == ["101", "102", "105"]
     cv_data, torch_data = _datasets(reference), _datasets(output)
     for vid in cv_data:
@@ -201,6 +201,8 @@ def test_bad_settings_name_the_key(shard_index, tmp_path):
         _run(shard_index, tmp_path / "x.h5", tvl1={"tau": 0.25, "wraps": 3})
     with pytest.raises(ValueError, match="flow.bound"):
         _run(shard_index, tmp_path / "x.h5", bound=0)
+    with pytest.raises(ValueError, match="flow.kernel"):
+        _run(shard_index, tmp_path / "x.h5", backend="torch", kernel="cuda-graphs")
     assert not (tmp_path / "x.h5").exists()
 
 
@@ -227,6 +229,7 @@ def test_schema_rejects_bad_flow_config_and_fills_opencv_defaults():
         ("flow", "backend", "farneback", "farneback"),
         ("tvl1", "wraps", 3, "wraps"),
         ("tvl1", "median_filtering", 7, "7 is not one of"),
+        ("flow", "kernel", "fused", "fused"),
     ):
         bad = copy.deepcopy(config)
         (bad["flow"] if section == "flow" else bad["flow"]["tvl1"])[key] = value

@@ -43,14 +43,25 @@ log = logging.getLogger(__name__)
 BACKENDS = ("opencv", "torch")
 
 
-def flow_settings(backend: str, bound: float, params: TVL1Params) -> dict[str, Any]:
-    """The shard's root ``settings``: backend, bound and every TV-L1 parameter (flat)."""
+KERNELS = ("auto", "triton", "eager")
+
+
+def flow_settings(
+    backend: str, bound: float, params: TVL1Params, kernel: str = "auto"
+) -> dict[str, Any]:
+    """The shard's root ``settings``: backend, bound, every TV-L1 parameter (flat), and for
+    the torch backend the configured ``kernel``."""
     if backend not in BACKENDS:
         raise ValueError(f"flow.backend must be one of {BACKENDS}, got {backend!r}")
+    if kernel not in KERNELS:
+        raise ValueError(f"flow.kernel must be one of {KERNELS}, got {kernel!r}")
     bound = float(bound)
     if not bound > 0:
         raise ValueError(f"flow.bound must be > 0, got {bound!r}")
-    return {"backend": backend, "bound": bound, **params.to_config()}
+    settings = {"backend": backend, "bound": bound, **params.to_config()}
+    if backend == "torch":
+        settings["kernel"] = kernel
+    return settings
 
 
 @dataclass
@@ -158,7 +169,13 @@ class _PendingVideo:
 
 
 def _torch_results(
-    tasks: list[tuple], params: TVL1Params, bound: float, workers: int, device: str, batch_size: int
+    tasks: list[tuple],
+    params: TVL1Params,
+    bound: float,
+    workers: int,
+    device: str,
+    batch_size: int,
+    kernel: str = "auto",
 ) -> Iterator[VideoResult]:
     """Results as videos complete: pairs of one frame size batched across videos.
 
@@ -168,9 +185,11 @@ def _torch_results(
     """
     import torch
 
-    from regiongraph.flow.torch_tvl1 import resolve_device, torch_pairs_flow
+    from regiongraph.flow.torch_tvl1 import resolve_device, resolve_kernel, torch_pairs_flow
 
     device = resolve_device(device)
+    kernel = resolve_kernel(kernel, device, params)  # fails before any decoding if impossible
+    log.info("torch TV-L1 on %s, %s kernel, batches of %d pairs", device, kernel, batch_size)
     if device.type == "cpu":
         torch.set_num_threads(max(1, workers))
     queues: OrderedDict[tuple[int, int], list[tuple[_PendingVideo, int]]] = OrderedDict()
@@ -179,7 +198,8 @@ def _torch_results(
         pairs, queues[size] = queues[size][:count], queues[size][count:]
         first = np.stack([v.frames[i] for v, i in pairs])
         second = np.stack([v.frames[i + 1] for v, i in pairs])
-        quantized = quantize_flow(torch_pairs_flow(first, second, params, device), bound)
+        flow = torch_pairs_flow(first, second, params, device, kernel)
+        quantized = quantize_flow(flow, bound)
         for (video, i), q in zip(pairs, quantized, strict=True):
             video.flow[i] = q
             video.remaining -= 1
@@ -219,6 +239,7 @@ def compute_flow_shard(
     workers: int = 1,
     device: str = "auto",
     batch_size: int = 64,
+    kernel: str = "auto",
 ) -> dict[str, int]:
     """Compute the flow shard ``output`` for the index rows of shard ``shard``.
 
@@ -226,7 +247,7 @@ def compute_flow_shard(
     to ``dropped_path`` (stage ``flow``) before the shard is marked complete.
     """
     params = TVL1Params.from_config(tvl1)
-    settings = flow_settings(backend, bound, params)
+    settings = flow_settings(backend, bound, params, kernel)
     if batch_size < 1:
         raise ValueError(f"flow.batch_size must be >= 1, got {batch_size!r}")
     rows = shard_rows(read_index(index_path), int(shard))
@@ -244,7 +265,9 @@ def compute_flow_shard(
     if backend == "opencv":
         results = _opencv_results(tasks, workers)
     else:
-        results = _torch_results(tasks, params, settings["bound"], workers, device, batch_size)
+        results = _torch_results(
+            tasks, params, settings["bound"], workers, device, batch_size, kernel
+        )
     counts = {"videos": 0, "dropped": 0, "pairs": 0}
     dropped = []
     start = time.perf_counter()
