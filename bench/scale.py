@@ -196,6 +196,9 @@ def main() -> None:
                         help="I3D R50 32x224 forward, bf16, batch 16 (DESIGN.md anchor)")
     parser.add_argument("--detector-frames-per-s", type=float, default=263.0,
                         help="Faster R-CNN R50-FPN at min side 320, fp16 (DESIGN.md anchor)")
+    parser.add_argument("--flow-pairs-per-s", type=float, default=3650.0,
+                        help="torch TV-L1 with the Triton kernel, 176x100, batch 4096 "
+                        "(measured on an H100: docs/flow_h100.md)")
     parser.add_argument("--gcn-videos-per-s", type=float, default=6500.0,
                         help="GCN train step, 160 nodes x 512 (DESIGN.md anchor)")
     parser.add_argument("--train-cost", type=float, default=3.0,
@@ -256,6 +259,9 @@ def main() -> None:
     rows.append(("flow (TV-L1, OpenCV, CPU)", flow_bytes, flow_core_s / ws_cores,
                  flow_core_s / cl_cores,
                  f"{pairs / 1e6:.2f} M pairs x TV-L1 s measured; gzip ratio measured on synthetic flow"))
+    rows.append(("flow on GPUs (TV-L1, torch backend, Triton kernel)", flow_bytes,
+                 pairs / args.flow_pairs_per_s / ws_gpus, pairs / args.flow_pairs_per_s / cl_gpus,
+                 f"{args.flow_pairs_per_s:.0f} pairs/s/GPU measured on an H100; instead of the row above"))
     box_frames = n * t_ssv1
     boxes = stages.get("boxes")
     box_bytes = boxes.bytes / boxes.videos * (t_ssv1 * 10) / (t_demo * 10) * n if boxes else 0
@@ -308,10 +314,17 @@ def main() -> None:
     cl_total = (prefix + max(by_name["flow"][3], by_name["boxes"][3] + by_name["finetune"][3] / 2
                 + by_name["features"][3] / 2) + by_name["finetune"][3] / 2
                 + by_name["features"][3] / 2 + by_name["GCN"][3])
-    total_disk = sum(r[1] for r in rows)
+    total_disk = sum(r[1] for r in rows if not r[0].startswith("flow on GPUs"))
     print(f"| **total** (critical path; flow overlaps the GPU stages that do not need it) | "
           f"**{fmt_bytes(total_disk)}** | **{fmt_time(ws_total)}** | **{fmt_time(cl_total)}** | "
           f"{ws_total / cl_total:.1f}x | |")
+    gpu_flow = by_name["flow on GPUs"]
+    ws_gpu_total = prefix + gpu_flow[2] + gpu_before_flow + gpu_after
+    cl_gpu_total = (prefix + gpu_flow[3] + by_name["boxes"][3] + by_name["finetune"][3]
+                    + by_name["features"][3] + by_name["GCN"][3])
+    print(f"| **total with the flow on the GPUs** (every stage after index in turn) | | "
+          f"**{fmt_time(ws_gpu_total)}** | **{fmt_time(cl_gpu_total)}** | "
+          f"{ws_gpu_total / cl_gpu_total:.1f}x | |")
     biggest_disk = max(rows, key=lambda r: r[1])
     slowest = max(rows, key=lambda r: r[2])
     print(f"\nLargest on disk: {biggest_disk[0]} ({fmt_bytes(biggest_disk[1])}). "
