@@ -40,6 +40,7 @@ IMPORT_TO_PACKAGE = {
     "cv2": "opencv-contrib-python-headless",
     "torch": "torch",
     "torchvision": "torchvision",
+    "triton": "triton",
     "matplotlib": "matplotlib",
     "detectron2": "detectron2",
 }
@@ -47,10 +48,10 @@ CONDA_TO_PYPI = {"pytorch": "torch", "py-opencv": "opencv"}
 
 # Modules the code imports only inside the backend that needs them (lazily); a rule's env
 # must provide them when the config selects that backend, which BACKENDS checks.
-BACKEND_ONLY = {"torch", "torchvision", "detectron2"}
+BACKEND_ONLY = {"torch", "torchvision", "triton", "detectron2"}
 # (config section, backend) -> (rule, modules its code then imports)
 BACKENDS = {
-    ("flow", "torch"): ("flow_shard", {"torch"}),
+    ("flow", "torch"): ("flow_shard", {"torch", "triton"}),
     ("boxes", "torchvision"): ("boxes_shard", {"torch", "torchvision"}),
     ("boxes", "detectron2"): ("boxes_shard", {"torch", "torchvision", "detectron2"}),
 }
