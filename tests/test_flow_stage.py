@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from regiongraph.flow import stage as flow_stage
+from regiongraph.flow import triton_tvl1
 from regiongraph.flow.opencv_backend import opencv_video_flow
 from regiongraph.flow.params import TVL1Params
 from regiongraph.flow.quantize import quantize_flow
@@ -203,6 +204,9 @@ def test_bad_settings_name_the_key(shard_index, tmp_path):
         _run(shard_index, tmp_path / "x.h5", bound=0)
     with pytest.raises(ValueError, match="flow.kernel"):
         _run(shard_index, tmp_path / "x.h5", backend="torch", kernel="cuda-graphs")
+    if triton_tvl1.available() and not triton_tvl1.interpreting():
+        with pytest.raises(ValueError, match="flow.kernel 'triton' runs on CUDA, not on cpu"):
+            _run(shard_index, tmp_path / "x.h5", backend="torch", device="cpu", kernel="triton")
     assert not (tmp_path / "x.h5").exists()
 
 

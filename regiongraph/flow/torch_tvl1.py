@@ -460,6 +460,11 @@ def resolve_kernel(kernel: str, device: torch.device, params: TVL1Params) -> str
             raise ValueError("flow.kernel is 'triton' but the triton package cannot be imported")
         if params.gamma != 0:
             raise ValueError("flow.kernel 'triton' computes gamma == 0 only; use 'eager' or 'auto'")
+        if device.type != "cuda" and not triton_tvl1.interpreting():
+            raise ValueError(
+                f"flow.kernel 'triton' runs on CUDA, not on {device.type} (on the CPU only in "
+                "Triton's interpreter, for tests: TRITON_INTERPRET=1); use 'auto' or 'eager'"
+            )
     return kernel
 
 
