@@ -67,3 +67,48 @@ def test_tvl1_params_from_config_names_bad_keys():
         TVL1Params.from_config({"scale_step": 1.0})
     with pytest.raises(ValueError, match="nscales"):
         TVL1Params.from_config({"nscales": 0})
+
+
+def test_quantising_on_the_device_is_bit_identical():
+    """The torch backend quantises on its device; the bytes must be quantize_flow's."""
+    import torch
+
+    from regiongraph.flow.torch_tvl1 import quantize_tensor
+
+    rng = np.random.default_rng(7)
+    for bound in (20.0, 7.5, 1.0):
+        step = np.float32(255.0 / (2.0 * bound))
+        # values that land exactly on a half level (round half to even decides), the bounds,
+        # far outside, and a spread of ordinary values
+        halves = (np.arange(255, dtype=np.float32) + np.float32(0.5)) / step - np.float32(bound)
+        flow = np.concatenate(
+            [rng.normal(0, bound, 50_000), halves, [-1e9, 1e9, -bound, bound, 0.0]]
+        ).astype(np.float32)
+        expected = quantize_flow(flow, bound)
+        got = quantize_tensor(torch.from_numpy(flow), bound).numpy()
+        assert got.dtype == np.uint8
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_chunks_deflated_in_threads_read_back_through_hdf5(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import h5py
+
+    from regiongraph.flow.storage import deflate_frames, write_video_flow
+
+    rng = np.random.default_rng(8)
+    smooth = np.repeat(rng.integers(0, 256, (20, 1, 1, 2), dtype=np.uint8), 30, axis=1)
+    videos = {"a": np.repeat(smooth, 40, axis=2), "b": rng.integers(0, 256, (3, 30, 40, 2), dtype=np.uint8)}
+    with ThreadPoolExecutor(2) as pool:
+        assert deflate_frames(videos["a"], pool) == deflate_frames(videos["a"])  # threads change nothing
+        with h5py.File(tmp_path / "f.h5", "w") as handle:
+            for vid, flow in videos.items():
+                write_video_flow(handle, vid, flow, pool)
+    with h5py.File(tmp_path / "f.h5", "r") as handle:
+        for vid, flow in videos.items():
+            dataset = handle[vid]["flow"]
+            assert dataset.compression == "gzip" and dataset.chunks == (1, 30, 40, 2)
+            np.testing.assert_array_equal(dataset[()], flow)
+            np.testing.assert_array_equal(dataset[2], flow[2])  # one chunk alone
+        assert handle["a"]["flow"].id.get_storage_size() < videos["a"].nbytes / 10  # compressed

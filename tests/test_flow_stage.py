@@ -168,11 +168,11 @@ def test_killed_write_leaves_no_shard_and_keeps_the_old_one(shard_index, tmp_pat
     calls = {"n": 0}
     real_write = flow_stage.write_video_flow
 
-    def dying_write(handle, video_id, quantized):
+    def dying_write(handle, video_id, quantized, pool=None):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt("killed")  # as a job killed half-way
-        return real_write(handle, video_id, quantized)
+        return real_write(handle, video_id, quantized, pool)
 
     monkeypatch.setattr(flow_stage, "write_video_flow", dying_write)
     with pytest.raises(KeyboardInterrupt):

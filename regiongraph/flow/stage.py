@@ -23,7 +23,7 @@ import os
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,6 +159,9 @@ def _prefetched(pool, function: Callable, items: Iterable, ahead: int) -> Iterat
         yield futures.popleft().result()
 
 
+IN_FLIGHT = 2  # torch backend: batches submitted to the solver and not yet written
+
+
 @dataclass
 class _PendingVideo:
     video_id: str
@@ -180,8 +183,10 @@ def _torch_results(
     """Results as videos complete: pairs of one frame size batched across videos.
 
     Videos are decoded ahead (a thread pool: JPEG decoding releases the GIL) and their pairs
-    queued per frame size; a full queue runs as one batch. A video is yielded once all its
-    pairs are done, so the order depends only on the index, never on timing.
+    queued per frame size; a full queue runs as one batch, quantised on the device. Batches
+    are solved in a thread of their own, up to ``IN_FLIGHT`` ahead of the videos being
+    written, so a GPU does not wait for the host. A video is yielded once all its pairs are done, so the order
+    depends only on the index and the batch size, never on timing.
     """
     import torch
 
@@ -193,20 +198,30 @@ def _torch_results(
     if device.type == "cpu":
         torch.set_num_threads(max(1, workers))
     queues: OrderedDict[tuple[int, int], list[tuple[_PendingVideo, int]]] = OrderedDict()
+    in_flight: deque[tuple[Future, list[tuple[_PendingVideo, int]]]] = deque()
 
-    def run(size: tuple[int, int], count: int) -> Iterator[VideoResult]:
-        pairs, queues[size] = queues[size][:count], queues[size][count:]
-        first = np.stack([v.frames[i] for v, i in pairs])
-        second = np.stack([v.frames[i + 1] for v, i in pairs])
-        flow = torch_pairs_flow(first, second, params, device, kernel)
-        quantized = quantize_flow(flow, bound)
-        for (video, i), q in zip(pairs, quantized, strict=True):
+    def finish() -> Iterator[VideoResult]:
+        future, pairs = in_flight.popleft()
+        for (video, i), q in zip(pairs, future.result(), strict=True):
             video.flow[i] = q
             video.remaining -= 1
             if video.remaining == 0:
                 yield VideoResult(video.video_id, flow=video.flow, warnings=video.warnings)
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    def run(size: tuple[int, int], count: int) -> Iterator[VideoResult]:
+        pairs, queues[size] = queues[size][:count], queues[size][count:]
+        first = np.stack([v.frames[i] for v, i in pairs])
+        second = np.stack([v.frames[i + 1] for v, i in pairs])
+        in_flight.append(
+            (solver.submit(torch_pairs_flow, first, second, params, device, kernel, None, bound), pairs)
+        )
+        if len(in_flight) > IN_FLIGHT:
+            yield from finish()
+
+    with (
+        ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="tvl1") as solver,
+    ):
         decoded = _prefetched(
             pool, lambda t: (t[0], *_read_gray(t[1], t[2])), tasks, ahead=4 * max(1, workers)
         )
@@ -225,6 +240,8 @@ def _torch_results(
         for size in list(queues):
             while queues[size]:
                 yield from run(size, batch_size)
+        while in_flight:
+            yield from finish()
 
 
 def compute_flow_shard(
@@ -271,7 +288,10 @@ def compute_flow_shard(
     counts = {"videos": 0, "dropped": 0, "pairs": 0}
     dropped = []
     start = time.perf_counter()
-    with shard_writer(output, FLOW_STAGE, settings, inputs={"index": index_path}) as handle:
+    with (
+        shard_writer(output, FLOW_STAGE, settings, inputs={"index": index_path}) as handle,
+        ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="deflate") as deflate,
+    ):
         bar = tqdm(
             results,
             total=len(tasks),
@@ -293,7 +313,7 @@ def compute_flow_shard(
                 )
                 counts["dropped"] += 1
                 continue
-            write_video_flow(handle, result.video_id, result.flow)
+            write_video_flow(handle, result.video_id, result.flow, deflate)
             counts["videos"] += 1
             counts["pairs"] += result.flow.shape[0]
         handle.attrs["n_videos"] = counts["videos"]

@@ -9,7 +9,9 @@ backend, the bound and the TV-L1 parameters; :func:`read_flow` de-quantises with
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Sequence
+from concurrent.futures import Executor
 
 import h5py
 import numpy as np
@@ -28,8 +30,27 @@ def check_video_id(video_id: str) -> str:
     return video_id
 
 
-def write_video_flow(handle: h5py.File, video_id: str, quantized: np.ndarray) -> h5py.Dataset:
-    """Store one video's quantised flow ``(T - 1, H, W, 2)`` uint8 under ``/{video_id}/flow``."""
+def _deflate_all(frames: np.ndarray) -> list[bytes]:
+    return [zlib.compress(np.ascontiguousarray(frame).data, GZIP_LEVEL) for frame in frames]
+
+
+def deflate_frames(quantized: np.ndarray, pool: Executor | None = None) -> list[bytes]:
+    """One zlib stream per frame (HDF5's gzip filter format), in a few tasks of ``pool``."""
+    if pool is None or len(quantized) < 8:
+        return _deflate_all(quantized)
+    parts = np.array_split(np.arange(len(quantized)), min(8, len(quantized) // 4))
+    return [c for part in pool.map(_deflate_all, [quantized[p] for p in parts]) for c in part]
+
+
+def write_video_flow(
+    handle: h5py.File, video_id: str, quantized: np.ndarray, pool: Executor | None = None
+) -> h5py.Dataset:
+    """Store one video's quantised flow ``(T - 1, H, W, 2)`` uint8 under ``/{video_id}/flow``.
+
+    Each frame's chunk is deflated here (by ``pool``'s threads when given: zlib releases the
+    GIL, so a GPU-fed stage is not held to one core's gzip rate) and written as it is, which
+    is what HDF5's gzip filter stores and reads back.
+    """
     video_id = check_video_id(video_id)
     quantized = np.asarray(quantized)
     if quantized.dtype != np.uint8 or quantized.ndim != 4 or quantized.shape[-1] != 2:
@@ -41,11 +62,14 @@ def write_video_flow(handle: h5py.File, video_id: str, quantized: np.ndarray) ->
     group = handle.create_group(video_id)
     dataset = group.create_dataset(
         "flow",
-        data=quantized,
+        shape=quantized.shape,
+        dtype=np.uint8,
         chunks=(1, *quantized.shape[1:]),
         compression="gzip",
         compression_opts=GZIP_LEVEL,
     )
+    for i, chunk in enumerate(deflate_frames(quantized, pool)):
+        dataset.id.write_direct_chunk((i, 0, 0, 0), chunk)
     group.attrs["n_frames"] = quantized.shape[0] + 1
     return dataset
 

@@ -524,13 +524,33 @@ def torch_pairs_flow(
     device: torch.device | str = "auto",
     kernel: str = "auto",
     iterations: torch.Tensor | None = None,
+    bound: float | None = None,
 ) -> np.ndarray:
-    """Flow of grayscale uint8 pairs ``(B, H, W)`` -> float32 ``(B, H, W, 2)`` (dx, dy)."""
+    """Flow of grayscale uint8 pairs ``(B, H, W)`` -> float32 ``(B, H, W, 2)`` (dx, dy).
+
+    With ``bound``, the flow is quantised on the device (as
+    :func:`regiongraph.flow.quantize.quantize_flow`, bit for bit) and comes back as uint8:
+    a quarter of the bytes to copy to the host.
+    """
     device = resolve_device(device)
     i0 = torch.from_numpy(np.ascontiguousarray(frames0)).to(device, non_blocking=True)
     i1 = torch.from_numpy(np.ascontiguousarray(frames1)).to(device, non_blocking=True)
     flow = tvl1_flow(i0, i1, params, kernel=kernel, iterations=iterations)
+    if bound is not None:
+        flow = quantize_tensor(flow, bound)
     return flow.permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.inference_mode()
+def quantize_tensor(flow: torch.Tensor, bound: float) -> torch.Tensor:
+    """``quantize_flow`` on a float32 tensor: the same float32 operations, round half to even."""
+    bound = float(bound)
+    if not bound > 0:
+        raise ValueError(f"flow bound must be > 0, got {bound!r}")
+    lo = np.float32(-bound)
+    scale = float(np.float32(255.0 / (2.0 * bound)))
+    scaled = (flow.clamp(float(lo), float(-lo)) + float(-lo)).mul_(scale)
+    return scaled.round_().to(torch.uint8)
 
 
 def torch_video_flow(
@@ -559,6 +579,7 @@ __all__ = [
     "forward_gradient",
     "inner_iterations",
     "median_blur",
+    "quantize_tensor",
     "pyramid_down",
     "remap_cubic",
     "resize_to",
