@@ -13,6 +13,14 @@ from typing import Any
 
 # cv::medianBlur accepts only these apertures on float images; 1 turns the filter off.
 MEDIAN_APERTURES = (1, 3, 5)
+# implementations of the torch backend (flow.kernel); torch_tvl1.resolve_kernel picks one
+KERNELS = ("auto", "triton", "eager")
+
+
+def check_kernel(kernel: str) -> str:
+    if kernel not in KERNELS:
+        raise ValueError(f"flow.kernel must be one of {KERNELS}, got {kernel!r}")
+    return kernel
 
 
 @dataclass(frozen=True)

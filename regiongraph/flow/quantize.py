@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def _check_bound(bound: float) -> float:
+def check_bound(bound: float) -> float:
     bound = float(bound)
     if not bound > 0:
         raise ValueError(f"flow bound must be > 0, got {bound!r}")
@@ -19,7 +19,7 @@ def _check_bound(bound: float) -> float:
 
 def quantize_flow(flow: np.ndarray, bound: float) -> np.ndarray:
     """Float flow (any shape) to uint8: clip to ``±bound``, map linearly to 0..255, round."""
-    bound = _check_bound(bound)
+    bound = check_bound(bound)
     flow = np.asarray(flow, dtype=np.float32)
     scaled = (np.clip(flow, -bound, bound) + np.float32(bound)) * np.float32(255.0 / (2.0 * bound))
     return np.rint(scaled).astype(np.uint8)
@@ -27,7 +27,7 @@ def quantize_flow(flow: np.ndarray, bound: float) -> np.ndarray:
 
 def dequantize_flow(quantized: np.ndarray, bound: float) -> np.ndarray:
     """uint8 flow back to float32 pixels: ``q / 255 * 2 * bound - bound``."""
-    bound = _check_bound(bound)
+    bound = check_bound(bound)
     quantized = np.asarray(quantized)
     if quantized.dtype != np.uint8:
         raise ValueError(f"quantised flow must be uint8, got {quantized.dtype}")

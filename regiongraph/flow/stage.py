@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from regiongraph.dataset.frames import CorruptFrameError, read_video_frames
 from regiongraph.dataset.index import read_index, shard_rows
-from regiongraph.flow.params import TVL1Params
+from regiongraph.flow.params import TVL1Params, check_kernel
 from regiongraph.flow.quantize import quantize_flow
 from regiongraph.flow.storage import FLOW_STAGE, check_video_id, write_video_flow
 from regiongraph.io import record_dropped, shard_writer
@@ -43,9 +43,6 @@ log = logging.getLogger(__name__)
 BACKENDS = ("opencv", "torch")
 
 
-KERNELS = ("auto", "triton", "eager")
-
-
 def flow_settings(
     backend: str, bound: float, params: TVL1Params, kernel: str = "auto"
 ) -> dict[str, Any]:
@@ -53,8 +50,7 @@ def flow_settings(
     the torch backend the configured ``kernel``."""
     if backend not in BACKENDS:
         raise ValueError(f"flow.backend must be one of {BACKENDS}, got {backend!r}")
-    if kernel not in KERNELS:
-        raise ValueError(f"flow.kernel must be one of {KERNELS}, got {kernel!r}")
+    check_kernel(kernel)
     bound = float(bound)
     if not bound > 0:
         raise ValueError(f"flow.bound must be > 0, got {bound!r}")

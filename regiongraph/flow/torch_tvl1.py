@@ -40,7 +40,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from regiongraph.flow.params import TVL1Params
+from regiongraph.flow.params import TVL1Params, check_kernel
+from regiongraph.flow.quantize import check_bound
 
 CUBIC_A = -0.75  # the Keys kernel parameter of OpenCV's interpolateCubic
 FLT_EPSILON = float(np.finfo(np.float32).eps)
@@ -442,17 +443,12 @@ def _scatter(u, px, py, index, work: WarpState) -> None:
     py.index_copy_(0, index, work.py)
 
 
-KERNELS = ("auto", "triton", "eager")
-
-
 def resolve_kernel(kernel: str, device: torch.device, params: TVL1Params) -> str:
     """``auto``: the fused Triton kernel on CUDA when Triton is there and ``gamma == 0``, else
     the eager port. ``triton`` on the CPU runs Triton's interpreter (slow: for testing)."""
     from regiongraph.flow import triton_tvl1
 
-    if kernel not in KERNELS:
-        raise ValueError(f"flow.kernel must be one of {KERNELS}, got {kernel!r}")
-    if kernel == "auto":
+    if check_kernel(kernel) == "auto":
         fused = device.type == "cuda" and triton_tvl1.available() and params.gamma == 0
         return "triton" if fused else "eager"
     if kernel == "triton":
@@ -544,10 +540,7 @@ def torch_pairs_flow(
 @torch.inference_mode()
 def quantize_tensor(flow: torch.Tensor, bound: float) -> torch.Tensor:
     """``quantize_flow`` on a float32 tensor: the same float32 operations, round half to even."""
-    bound = float(bound)
-    if not bound > 0:
-        raise ValueError(f"flow bound must be > 0, got {bound!r}")
-    lo = np.float32(-bound)
+    lo = np.float32(-check_bound(bound))
     scale = float(np.float32(255.0 / (2.0 * bound)))
     scaled = (flow.clamp(float(lo), float(-lo)) + float(-lo)).mul_(scale)
     return scaled.round_().to(torch.uint8)
