@@ -76,7 +76,7 @@ def test_quantising_on_the_device_is_bit_identical():
     from regiongraph.flow.torch_tvl1 import quantize_tensor
 
     rng = np.random.default_rng(7)
-    for bound in (20.0, 7.5, 1.0):
+    for bound in (20.0, 7.5, 1.0, 0.1, 13.3):  # the last two are not float32 numbers
         step = np.float32(255.0 / (2.0 * bound))
         # values that land exactly on a half level (round half to even decides), the bounds,
         # far outside, and a spread of ordinary values

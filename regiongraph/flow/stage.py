@@ -181,8 +181,8 @@ def _torch_results(
     Videos are decoded ahead (a thread pool: JPEG decoding releases the GIL) and their pairs
     queued per frame size; a full queue runs as one batch, quantised on the device. Batches
     are solved in a thread of their own, up to ``IN_FLIGHT`` ahead of the videos being
-    written, so a GPU does not wait for the host. A video is yielded once all its pairs are done, so the order
-    depends only on the index and the batch size, never on timing.
+    written, so a GPU does not wait for the host. A video is yielded once all its pairs are
+    done, so the order depends only on the index and the batch size, never on timing.
     """
     import torch
 

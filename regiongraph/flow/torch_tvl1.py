@@ -540,9 +540,10 @@ def torch_pairs_flow(
 @torch.inference_mode()
 def quantize_tensor(flow: torch.Tensor, bound: float) -> torch.Tensor:
     """``quantize_flow`` on a float32 tensor: the same float32 operations, round half to even."""
-    lo = np.float32(-check_bound(bound))
-    scale = float(np.float32(255.0 / (2.0 * bound)))
-    scaled = (flow.clamp(float(lo), float(-lo)) + float(-lo)).mul_(scale)
+    bound = check_bound(bound)
+    scale = float(np.float32(255.0 / (2.0 * bound)))  # from the bound as given, as numpy does
+    edge = float(np.float32(bound))  # clip and shift by the float32 bound
+    scaled = (flow.clamp(-edge, edge) + edge).mul_(scale)
     return scaled.round_().to(torch.uint8)
 
 
