@@ -14,6 +14,14 @@ When every device is taken it waits for one to be freed. The lock belongs to the
 the kernel releases it when the process exits or is killed: a crashed job never leaves a
 stale claim, and a leftover lock file is harmless. Under SLURM each job already sees only the
 GPUs it was given; the allocator then simply takes one of those.
+
+The lock folder is private: ``$XDG_RUNTIME_DIR/regiongraph-gpu-slots`` (the user's own runtime
+folder, shared by all of that user's runs on the machine), else
+``.snakemake/regiongraph-gpu-slots`` under the run's working directory, or
+``$REGIONGRAPH_GPU_LOCK_DIR``. It is created with mode 0700, and refused when it is a symbolic
+link, belongs to another user or is open to others; lock files are opened without following
+links. A predictable folder in a shared ``/tmp`` would let another user pre-create it, or plant
+links in it, and so block or redirect every GPU job.
 """
 
 from __future__ import annotations
@@ -23,9 +31,9 @@ import logging
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -39,10 +47,35 @@ _held: list[IO] = []  # claims held for the life of the process (claim_gpu_slot)
 
 
 def default_lock_dir() -> Path:
-    """Shared by all jobs of one user on this machine (override: $REGIONGRAPH_GPU_LOCK_DIR)."""
+    """$REGIONGRAPH_GPU_LOCK_DIR, else $XDG_RUNTIME_DIR/regiongraph-gpu-slots, else
+    .snakemake/regiongraph-gpu-slots in the working directory."""
     if os.environ.get(LOCK_DIR_ENV):
         return Path(os.environ[LOCK_DIR_ENV])
-    return Path(tempfile.gettempdir()) / f"regiongraph-gpu-slots-{os.getuid()}"
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return Path(runtime) / "regiongraph-gpu-slots"
+    return Path.cwd() / ".snakemake" / "regiongraph-gpu-slots"
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a folder only this user can enter: made with mode 0700 if missing; an error
+    naming it when it is a link, another user's, or open to others."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise RuntimeError(f"{path}: the GPU lock folder is a link or not a folder; remove it")
+    if info.st_uid != os.getuid():
+        raise RuntimeError(f"{path}: the GPU lock folder belongs to uid {info.st_uid}, not to you")
+    if info.st_mode & 0o077:
+        raise RuntimeError(
+            f"{path}: the GPU lock folder is open to others (mode {stat.S_IMODE(info.st_mode):o}); "
+            "chmod 700 it"
+        )
+    return path
 
 
 def visible_devices() -> list[str]:
@@ -71,7 +104,11 @@ def _lock_path(lock_dir: Path, device: str) -> Path:
 
 
 def _try_lock(path: Path) -> IO | None:
-    handle = open(path, "a+")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as error:
+        raise RuntimeError(f"{path}: cannot open the GPU lock file ({error.strerror})") from error
+    handle = os.fdopen(fd, "r+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -106,8 +143,7 @@ def acquire_gpu(
     devices = list(visible_devices() if devices is None else devices)
     if not devices:
         return None
-    lock_dir = Path(lock_dir or default_lock_dir())
-    lock_dir.mkdir(parents=True, exist_ok=True)
+    lock_dir = private_dir(Path(lock_dir or default_lock_dir()))
     start = time.monotonic()
     waiting_logged = False
     while True:

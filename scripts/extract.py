@@ -5,5 +5,9 @@ from regiongraph.io import write_json
 from regiongraph.runlog import log_to_file
 
 log_to_file(snakemake.log[0])
-manifest = extract_archive(snakemake.input.parts, snakemake.params.raw)
+manifest = extract_archive(
+    snakemake.input.parts,
+    snakemake.params.raw,
+    max_member_bytes=snakemake.params.max_member_bytes,
+)
 write_json(snakemake.output.manifest, manifest)

@@ -11,5 +11,6 @@ meta = prepare_weights(
     cache_dir=snakemake.params.cache,
     width_per_group=snakemake.params.width_per_group,
     seed=snakemake.params.seed,
+    sha256=snakemake.params.sha256,
 )
 log.info("weights: %s", meta)

@@ -1,9 +1,11 @@
 """The detectron2 backend: the install hint always; the real model when detectron2 is installed.
 
-detectron2 is an optional extra built from source (DEVELOPERS.md); without it the model tests
-skip and the install-hint tests still run.
+detectron2 is an optional extra built from source (README, "The detectron2 backend"); without it
+the model tests skip and the install-hint tests still run.
 """
 
+import os
+import pickle
 import sys
 
 import numpy as np
@@ -20,7 +22,8 @@ try:
 except ImportError:
     HAVE_DETECTRON2 = False
 needs_detectron2 = pytest.mark.skipif(
-    not HAVE_DETECTRON2, reason="detectron2 is not installed (optional; see DEVELOPERS.md)"
+    not HAVE_DETECTRON2,
+    reason="detectron2 is not installed (optional: README, 'The detectron2 backend', says how)",
 )
 
 
@@ -55,7 +58,6 @@ def test_missing_detectron2_gives_the_install_hint(monkeypatch, tmp_path):
             index,
             0,
             tmp_path / "o.h5",
-            tmp_path / "d.csv",
             settings,
             8,
             2,
@@ -157,3 +159,33 @@ def test_missing_weights_name_the_key_and_the_model_zoo_url(tmp_path):
     with pytest.raises(FileNotFoundError, match="boxes.weights") as error:
         _detector(tmp_path / "nope.pkl")
     assert d2.MODEL_ZOO_WEIGHTS in str(error.value)
+
+
+class Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@needs_detectron2
+def test_model_zoo_pickle_loads_as_detectron2_loads_it_and_code_is_never_run(
+    neutral_weights, tmp_path, frames
+):
+    # the model zoo's .pkl format: {"model": {name: ndarray}, "__author__": ...}
+    state = torch.load(neutral_weights, weights_only=True)["model"]
+    blobs = {name: value.numpy() for name, value in state.items()}
+    pkl = tmp_path / "model_final.pkl"
+    pkl.write_bytes(pickle.dumps({"model": blobs, "__author__": "Detectron2 Model Zoo"}))
+    from_pkl = _detector(pkl).detect(frames)
+    from_pth = _detector(neutral_weights).detect(frames)
+    for a, b in zip(from_pkl, from_pth, strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_allclose(x, y, atol=1e-5)
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps({"model": {"x": Exploit(marker)}, "__author__": "x"}))
+    with pytest.raises(ValueError, match=r"evil.pkl: refusing to unpickle global .*system"):
+        _detector(evil)
+    assert not marker.exists()

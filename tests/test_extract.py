@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
 from regiongraph.dataset.archive import ArchiveError, extract_archive, find_parts
+from tests.conftest import REPO
 
 STEM = "20bn-something-something-v1"
 
@@ -154,12 +157,83 @@ def test_unsafe_member_paths_refused(tmp_path, name, message):
     assert not (tmp_path / "evil").exists() and not (tmp_path / "out" / "raw").exists()
 
 
-def test_symlink_leaving_tree_refused(tmp_path):
+@pytest.mark.parametrize(
+    ("kind", "target", "word"),
+    [
+        (tarfile.SYMTYPE, "../../../../etc/passwd", "symlink"),
+        (tarfile.SYMTYPE, "00001.jpg", "symlink"),  # even one that stays inside
+        (tarfile.LNKTYPE, f"{STEM}/1/00001.jpg", "hard link"),
+    ],
+)
+def test_every_link_member_is_refused_naming_part_and_member(tmp_path, kind, target, word):
     link = tarfile.TarInfo(f"{STEM}/1/00004.jpg")
-    link.type, link.linkname = tarfile.SYMTYPE, "../../../../etc/passwd"
-    _write_parts(tmp_path / "parts", _tar_gz([*_good_members(), (link, None)]), 1 << 20)
-    with pytest.raises(ArchiveError, match="symlink pointing outside"):
+    link.type, link.linkname = kind, target
+    parts = _write_parts(tmp_path / "parts", _tar_gz([*_good_members(), (link, None)]), 1 << 20)
+    with pytest.raises(ArchiveError, match=f"is a {word}") as error:
         extract_archive(tmp_path / "parts", tmp_path / "raw")
+    assert str(parts[0]) in str(error.value) and f"{STEM}/1/00004.jpg" in str(error.value)
+    assert not (tmp_path / "raw").exists()
+
+
+def test_member_over_the_size_cap_is_refused(tmp_path):
+    parts = _write_parts(tmp_path / "parts", _tar_gz([*_good_members(), _file(f"{STEM}/3/00001.jpg", bytes(5000))]), 1 << 20)
+    with pytest.raises(ArchiveError, match=r"5000 bytes, more than extract.max_member_bytes \(4096\)") as error:
+        extract_archive(tmp_path / "parts", tmp_path / "raw", max_member_bytes=4096)
+    assert str(parts[0]) in str(error.value) and f"{STEM}/3/00001.jpg" in str(error.value)
+    assert not (tmp_path / "raw").exists()
+
+
+def _zeros_archive(path: Path, size: int) -> None:
+    """A one-part tar.gz holding one member of ``size`` zero bytes (about size/1000 on disk)."""
+    class Zeros(io.RawIOBase):
+        def __init__(self, n):
+            self.left = n
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            n = min(len(buffer), self.left)
+            buffer[:n] = bytes(n)
+            self.left -= n
+            return n
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = tarfile.TarInfo(f"{STEM}/1/00001.jpg")
+    info.size = size
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=1) as gz:
+        with tarfile.open(fileobj=gz, mode="w|") as tar:
+            tar.addfile(info, io.BufferedReader(Zeros(size), 1 << 20))
+
+
+@pytest.mark.slow
+def test_a_huge_member_is_streamed_to_disk_in_bounded_memory(tmp_path):
+    """A 1 GiB member of zeros (about 1 MB compressed) is written piece by piece: the
+    extracting process's peak memory stays far below the member's size."""
+    size = 1 << 30
+    _zeros_archive(tmp_path / "parts" / f"{STEM}-00", size)
+    assert (tmp_path / "parts" / f"{STEM}-00").stat().st_size < 8 << 20
+    code = (
+        "import resource, sys\n"
+        "from regiongraph.dataset.archive import extract_archive\n"
+        "extract_archive(sys.argv[1], sys.argv[2], max_member_bytes=2 << 30)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"  # KiB on Linux
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "parts"), str(tmp_path / "raw")],
+        capture_output=True, text=True, check=True, cwd=REPO,
+    )
+    peak_mib = int(proc.stdout.split()[-1]) / 1024
+    assert (tmp_path / "raw" / STEM / "1" / "00001.jpg").stat().st_size == size
+    assert peak_mib < 256, f"peak memory {peak_mib:.0f} MiB for a {size >> 20} MiB member"
+
+
+def test_manifest_records_each_parts_sha256(tiny_download, tmp_path):
+    archives, _ = tiny_download
+    manifest = extract_archive(archives, tmp_path / "raw")
+    for part in manifest["parts"]:
+        assert part["sha256"] == hashlib.sha256((archives / part["name"]).read_bytes()).hexdigest()
+    assert [p["name"] for p in manifest["parts"]] == sorted(p.name for p in archives.iterdir())
 
 
 def test_device_member_refused(tmp_path):

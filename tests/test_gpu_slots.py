@@ -165,3 +165,44 @@ def test_slurm_jobs_keep_the_gpus_slurm_gave_them(monkeypatch, tmp_path):
         assert first == second == "0"
         assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"
     assert not (tmp_path / "locks").exists()
+
+
+def test_the_default_lock_folder_is_private_never_a_shared_tmp(monkeypatch, tmp_path):
+    monkeypatch.delenv(gpus.LOCK_DIR_ENV, raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", DEVICES)
+    runtime = tmp_path / "run-user"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    assert gpus.default_lock_dir() == runtime / "regiongraph-gpu-slots"
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    monkeypatch.chdir(tmp_path)
+    assert gpus.default_lock_dir() == tmp_path / ".snakemake" / "regiongraph-gpu-slots"
+    with gpu_slot("auto") as device:
+        assert device == "3"
+    folder = tmp_path / ".snakemake" / "regiongraph-gpu-slots"
+    assert os.stat(folder).st_mode & 0o777 == 0o700
+    assert sorted(p.name for p in folder.iterdir()) == ["gpu-3.lock"]
+
+
+def test_a_lock_folder_that_is_a_link_or_open_to_others_is_refused(monkeypatch, tmp_path):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", DEVICES)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to(elsewhere)
+    monkeypatch.setenv(gpus.LOCK_DIR_ENV, str(tmp_path / "link"))
+    with pytest.raises(RuntimeError, match="link"):
+        claim_gpu_slot("auto")
+    assert not list(elsewhere.iterdir())
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    monkeypatch.setenv(gpus.LOCK_DIR_ENV, str(shared))
+    with pytest.raises(RuntimeError, match="open to others"):
+        claim_gpu_slot("auto")
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "gpu-3.lock").symlink_to(tmp_path / "victim")
+    monkeypatch.setenv(gpus.LOCK_DIR_ENV, str(private))
+    with pytest.raises(RuntimeError, match="cannot open the GPU lock file"):
+        claim_gpu_slot("auto")
+    assert not (tmp_path / "victim").exists()

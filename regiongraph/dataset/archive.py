@@ -5,18 +5,22 @@ The download is one tar.gz cut into parts ``20bn-something-something-v1-00``, ``
 parts are read in name order through one stream into :mod:`tarfile`, so no 20 GB temporary
 concatenation is written, and every member is checked before anything is written:
 
-- absolute paths, ``..`` components, links pointing outside the output folder, devices and
-  FIFOs are refused with an error naming the part and the member;
+- absolute paths, ``..`` components, links of any kind (neither SSv1 nor SSv2 holds one),
+  devices and FIFOs, and members larger than ``max_member_bytes`` are refused with an error
+  naming the part and the member;
 - a gap in the part numbering, a first part that is not gzip, and a stream that fails or
   ends early are reported with the name of the part where it happened.
 
 Frames are extracted into ``{out}.partial`` and renamed to ``{out}`` when the whole archive
-is read, so a failed run never leaves a half-extracted folder that looks complete. A stamp
-records the parts (names and sizes); rerunning on the same parts is a no-op.
+is read, so a failed run never leaves a half-extracted folder that looks complete. Small
+members (frames) are written by a few threads; a large one is streamed to disk in pieces, so
+memory stays bounded whatever the archive holds. A stamp records the parts (names, sizes and
+the SHA-256 of each, computed while reading); rerunning on the same parts is a no-op.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -39,6 +43,7 @@ log = logging.getLogger(__name__)
 PART_PATTERN = re.compile(r"^(?P<stem>.+)-(?P<number>\d{2,})$")
 STAMP = ".regiongraph-extract.json"
 GZIP_MAGIC = b"\x1f\x8b"
+STREAM_MEMBER_BYTES = 8 << 20  # members larger than this are written in pieces, not buffered
 
 
 class ArchiveError(ValueError):
@@ -84,11 +89,15 @@ class PartsReader(io.RawIOBase):
         self.current = -1
         self.handle = None
         self.progress = progress
+        self.digests: list[str] = []  # SHA-256 of each part read to its end
+        self._hash = None
         self._advance()
 
     def _advance(self) -> bool:
         if self.handle:
             self.handle.close()
+            self.digests.append(self._hash.hexdigest())
+        self._hash = hashlib.sha256()
         self.current += 1
         if self.current >= len(self.parts):
             self.handle = None
@@ -107,6 +116,7 @@ class PartsReader(io.RawIOBase):
         while self.handle is not None:
             n = self.handle.readinto(buffer)
             if n:
+                self._hash.update(memoryview(buffer)[:n])
                 if self.progress is not None:
                     self.progress.update(n)
                 return n
@@ -269,8 +279,9 @@ class FileWriterPool:
             self.pool.shutdown(wait=True, cancel_futures=not wait)
 
 
-def check_member(member: tarfile.TarInfo, out: Path) -> None:
-    """Raise :class:`ArchiveError` when a member would write outside ``out`` or is special."""
+def check_member(member: tarfile.TarInfo, max_member_bytes: int | None = None) -> None:
+    """Raise :class:`ArchiveError` for a member that is not a plain file or folder inside the
+    output folder, or a file larger than ``max_member_bytes``."""
     name = member.name
     if name.startswith("/") or posixpath.isabs(name) or re.match(r"^[A-Za-z]:", name):
         raise ArchiveError(f"tar member {name!r} has an absolute path")
@@ -280,20 +291,35 @@ def check_member(member: tarfile.TarInfo, out: Path) -> None:
     if member.isdev() or member.isfifo():
         raise ArchiveError(f"tar member {name!r} is a device or FIFO")
     if member.issym() or member.islnk():
-        target = member.linkname
-        base = posixpath.dirname(name) if member.issym() else ""
-        resolved = posixpath.normpath(posixpath.join(base, target))
-        if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
-            kind = "symlink" if member.issym() else "hard link"
-            raise ArchiveError(
-                f"tar member {name!r} is a {kind} pointing outside the output folder ({target!r})"
-            )
-    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+        kind = "symlink" if member.issym() else "hard link"
+        raise ArchiveError(
+            f"tar member {name!r} is a {kind} (to {member.linkname!r}); Something-Something "
+            "archives hold only folders and files, so this archive is not one"
+        )
+    if not (member.isfile() or member.isdir()):
         raise ArchiveError(f"tar member {name!r} has an unsupported type {member.type!r}")
+    if max_member_bytes is not None and member.isfile() and member.size > max_member_bytes:
+        raise ArchiveError(
+            f"tar member {name!r} is {member.size} bytes, more than extract.max_member_bytes "
+            f"({max_member_bytes}); raise that limit if the member is genuine"
+        )
 
 
 def _parts_stamp(parts: list[Part]) -> list[dict]:
     return [{"name": p.path.name, "bytes": p.size} for p in parts]
+
+
+def _stream_member(stream: GunzipReader, target: Path, size: int, piece: int = 1 << 20) -> None:
+    """Copy ``size`` bytes of ``stream`` to a new read-only file in pieces of ``piece`` bytes."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444)
+    try:
+        left = size
+        while left:
+            data = stream.read_exact(min(piece, left))
+            os.write(fd, data)
+            left -= len(data)
+    finally:
+        os.close(fd)
 
 
 def extract_archive(
@@ -302,6 +328,7 @@ def extract_archive(
     stem: str = "20bn-something-something-v1",
     buffer_bytes: int = 4 << 20,
     write_threads: int = 4,
+    max_member_bytes: int | None = 1 << 30,
 ) -> dict:
     """Extract the parts in ``folder`` into ``out``; return the manifest (videos, frames, bytes).
 
@@ -339,7 +366,7 @@ def extract_archive(
             while (member := tar.next()) is not None:
                 tar.members.clear()  # SSv1 has 11 M members: keep none in memory
                 try:
-                    check_member(member, partial)
+                    check_member(member, max_member_bytes)
                 except ArchiveError as error:
                     raise ArchiveError(f"{reader.part.path}: {error}") from None
                 target = partial / member.name
@@ -351,16 +378,15 @@ def extract_archive(
                 if target.parent not in made:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     made.add(target.parent)
-                if member.isfile():
-                    stream.seek(member.offset_data)
-                    writer.submit(target, stream.read_exact(member.size))
-                    if target.suffix.lower() == ".jpg":
-                        frames += 1
-                        frame_bytes += member.size
-                        videos.add(target.parent.name)
+                stream.seek(member.offset_data)
+                if member.size > STREAM_MEMBER_BYTES:
+                    _stream_member(stream, target, member.size)
                 else:
-                    writer.drain()  # links may point at files still being written
-                    tar.extract(member, partial, filter="data")
+                    writer.submit(target, stream.read_exact(member.size))
+                if target.suffix.lower() == ".jpg":
+                    frames += 1
+                    frame_bytes += member.size
+                    videos.add(target.parent.name)
             # tarfile ends quietly at a header it cannot parse, and deflate decodes some garbage
             # without complaint: read the stream to its end so that zlib checks the gzip CRC and
             # length, and only zero padding may follow the last member.
@@ -399,7 +425,10 @@ def extract_archive(
             writer.close(wait=False)
             reader.close()
     manifest = {
-        "parts": _parts_stamp(parts),
+        "parts": [
+            {**stamp, "sha256": digest}
+            for stamp, digest in zip(_parts_stamp(parts), reader.digests, strict=True)
+        ],
         "archive_bytes": total,
         "videos": len(videos),
         "frames": frames,

@@ -17,6 +17,11 @@ Install it from source (see :data:`INSTALL_HINT`). Config keys:
   sigmoid of their objectness logit, class id 0 meaning "object"), as the paper's region
   proposals were. Either is mapped back to the original frame's pixels, then clipped,
   class-agnostic NMS'd and cut to the top ``per_frame``.
+
+Weights are loaded by detectron2's own checkpointer (its name-matching of model-zoo and Caffe2
+blobs), except that a ``.pkl`` is read with the restricted unpickler of
+:mod:`regiongraph.io.safe_pickle` (detectron2 itself calls plain ``pickle.load``, which runs
+whatever code a pickle names) and a ``.pth`` with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import numpy as np
 import torch
 
 from regiongraph.detect.boxes import select_top_k
+from regiongraph.io.safe_pickle import load_array_pickle
 
 MODEL_ZOO_CONFIG = "COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"
 MODEL_ZOO_WEIGHTS = "https://dl.fbaipublicfiles.com/detectron2/COCO-Detection/faster_rcnn_R_50_FPN_3x/137849458/model_final_280758.pkl"
@@ -87,6 +93,41 @@ def detectron2_config(
     return cfg
 
 
+def load_detectron2_weights(model, weights: str | os.PathLike) -> None:
+    """Load ``weights`` into a detectron2 model as ``DetectionCheckpointer`` does, without
+    ever unpickling anything but arrays and plain data."""
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    class SafeCheckpointer(DetectionCheckpointer):
+        def _load_file(self, filename: str):
+            if filename.endswith(".pkl"):
+                return _model_zoo_pickle(filename)
+            if filename.endswith(".pyth"):
+                raise ValueError(
+                    f"boxes.weights: {filename}: pycls .pyth checkpoints are not detectors; give "
+                    "a detectron2 model-zoo .pkl or a .pth state dict"
+                )
+            return super()._load_file(filename)  # .pth: through _torch_load below
+
+        def _torch_load(self, f):
+            return torch.load(f, map_location="cpu", weights_only=True)
+
+    SafeCheckpointer(model).load(str(weights))
+
+
+def _model_zoo_pickle(filename: str) -> dict:
+    """What ``DetectionCheckpointer._load_file`` makes of a ``.pkl``, read safely."""
+    data = load_array_pickle(filename)
+    if not isinstance(data, dict):
+        raise ValueError(f"boxes.weights: {filename}: expected a dict, found {type(data).__name__}")
+    if "model" in data and "__author__" in data:  # detectron2 model-zoo format
+        return data
+    if "blobs" in data:  # Caffe2 / Detectron1 detection models
+        data = data["blobs"]
+    data = {k: v for k, v in data.items() if not k.endswith("_momentum")}
+    return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
+
+
 class Detectron2Detector:
     """Batched detectron2 inference on uint8 RGB frames, returning top-k boxes per frame."""
 
@@ -102,7 +143,6 @@ class Detectron2Detector:
     ):
         """``cfg`` from :func:`detectron2_config`; ``weights=None`` keeps the random init (tests)."""
         import_detectron2()
-        from detectron2.checkpoint import DetectionCheckpointer
         from detectron2.data import MetadataCatalog
         from detectron2.data import transforms as T
         from detectron2.modeling import build_model
@@ -122,7 +162,7 @@ class Detectron2Detector:
                     f"{MODEL_ZOO_CONFIG} are at {MODEL_ZOO_WEIGHTS}: download them there or give "
                     "that URL as boxes.weights"
                 )
-            DetectionCheckpointer(self.model).load(str(weights))
+            load_detectron2_weights(self.model, weights)
         self.device = torch.device(cfg.MODEL.DEVICE)
         self.fp16 = fp16 and self.device.type == "cuda"
         self.bgr = cfg.INPUT.FORMAT == "BGR"

@@ -72,6 +72,7 @@ def prepare_weights(
     cache_dir: str | os.PathLike,
     width_per_group: int = 64,
     seed: int = 0,
+    sha256: str | None = None,
 ) -> dict[str, Any]:
     """Write the backbone weights of each stream in ``outputs`` (``{"rgb": path, ...}``).
 
@@ -96,7 +97,7 @@ def prepare_weights(
             raise ValueError(
                 f"backbone.width_per_group is {width_per_group}: pretrained weights need 64"
             )
-        path = resolve_source(source, cache_dir)
+        path = resolve_source(source, cache_dir, sha256)
         meta["source_checksum"] = file_checksum(path)
         log.info("backbone weights: %s (%s)", path, meta["source_checksum"])
         if path.suffix in (".pt", ".pth"):
@@ -112,10 +113,11 @@ def prepare_weights(
     return meta
 
 
-def resolve_source(source: str, cache_dir: str | os.PathLike) -> Path:
-    """The local file of ``backbone.weights``; a path that does not exist names the key."""
+def resolve_source(source: str, cache_dir: str | os.PathLike, sha256: str | None = None) -> Path:
+    """The local file of ``backbone.weights`` (checked against ``backbone.sha256`` when set);
+    a path that does not exist names the key."""
     try:
-        return fetch_weights(source, cache_dir)
+        return fetch_weights(source, cache_dir, sha256=sha256)
     except FileNotFoundError as error:
         raise FileNotFoundError(
             f"backbone.weights: {source} does not exist (give a path to the Caffe2 pickle, "

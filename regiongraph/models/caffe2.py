@@ -3,9 +3,10 @@
 The Kinetics-pretrained I3D ResNet-50 weights (``i3d_baseline_32x2_IN_pretrain_400k.pkl``,
 ``i3d_nonlocal_32x2_IN_pretrain_400k.pkl``) are Python 2 pickles of
 ``{'blobs': {name: ndarray}}`` written by ``lib/utils/checkpoints.py:save_model_params``.
-A pickle can run arbitrary code when loaded, so :func:`load_caffe2_pickle` uses an
-unpickler that constructs numpy arrays, dtypes and scalars and nothing else; any other
-global is refused with an error naming the file and the global.
+A pickle can run arbitrary code when loaded, so :func:`load_caffe2_pickle` reads it with
+:func:`regiongraph.io.safe_pickle.load_array_pickle`, which constructs numpy arrays, dtypes,
+scalars and plain containers and nothing else; any other global is refused with an error
+naming the file and the global.
 
 Blob names map to :class:`regiongraph.models.i3d.I3DResNet` keys by a plain rename (the same
 table as the public converter Tushar-N/pytorch-resnet3d ``utils/convert_weights.py``, with
@@ -32,15 +33,15 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from regiongraph.io.safe_pickle import UnsafePickleError, load_array_pickle
 
 log = logging.getLogger(__name__)
 
@@ -53,62 +54,15 @@ _RES = re.compile(r"^res(\d)_(\d+)_(branch1|branch2[abc])(?:_(w)|_bn_(s|b|rm|riv
 _NONLOCAL = re.compile(r"^nonlocal_conv(\d)_(\d+)_(?:(theta|phi|g|out)_(w|b)|bn_(s|b|rm|riv))$")
 
 
-def _numpy_core_global(name: str) -> Any:
-    """``numpy._core.multiarray.<name>`` (numpy 2) or ``numpy.core.multiarray.<name>``."""
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray
-    return getattr(multiarray, name)
-
-
-# The only globals an array pickle needs: the ndarray reconstruction, ndarray and dtype
-# themselves, and numpy scalars. Python 2 pickles name ``numpy.core``; numpy 2 writes
-# ``numpy._core``.
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): lambda: _numpy_core_global("_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"): lambda: _numpy_core_global("_reconstruct"),
-    ("numpy.core.multiarray", "scalar"): lambda: _numpy_core_global("scalar"),
-    ("numpy._core.multiarray", "scalar"): lambda: _numpy_core_global("scalar"),
-    ("numpy", "ndarray"): lambda: np.ndarray,
-    ("numpy", "dtype"): lambda: np.dtype,
-}
-
-
-class UnsafePickleError(ValueError):
-    """A pickle asked to construct something other than numpy arrays and plain data."""
-
-
-class ArrayUnpickler(pickle.Unpickler):
-    """Unpickler that admits numpy arrays, dicts, lists, strings and numbers only."""
-
-    def __init__(self, file, path: str | os.PathLike):
-        super().__init__(file, encoding="latin1")  # Python 2 pickles: str -> latin1
-        self.path = str(path)
-
-    def find_class(self, module: str, name: str) -> Any:
-        factory = _ALLOWED_GLOBALS.get((module, name))
-        if factory is None:
-            raise UnsafePickleError(
-                f"{self.path}: refusing to unpickle global {module}.{name}; a weights pickle "
-                "may only hold numpy arrays, dicts, lists, strings and numbers"
-            )
-        return factory()
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise UnsafePickleError(f"{self.path}: refusing persistent id {pid!r} in a weights pickle")
-
-
 def load_caffe2_pickle(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The ``{name: ndarray}`` blobs of a Caffe2 pickle (``{'blobs': {...}}`` or flat)."""
     path = Path(path)
-    with open(path, "rb") as handle:
-        try:
-            data = ArrayUnpickler(handle, path).load()
-        except UnsafePickleError:
-            raise
-        except Exception as error:
-            raise ValueError(f"{path}: not a readable Caffe2 weights pickle ({error})") from error
+    try:
+        data = load_array_pickle(path)
+    except UnsafePickleError:
+        raise
+    except Exception as error:
+        raise ValueError(f"{path}: not a readable Caffe2 weights pickle ({error})") from error
     if isinstance(data, Mapping) and "blobs" in data:
         data = data["blobs"]
     if not isinstance(data, Mapping):
