@@ -9,11 +9,15 @@ CORES ?= 2
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+PLUGIN := plugins/snakemake-logger-plugin-regiongraph
+
+$(VENV)/.installed: requirements.txt pyproject.toml $(PLUGIN)/pyproject.toml $(PLUGIN)/snakemake_logger_plugin_regiongraph/__init__.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt
 	$(BIN)/pip install --quiet --no-deps -e .
+	# Snakemake finds plugins only when they are installed normally, not in editable mode
+	$(BIN)/pip install --quiet --no-deps --force-reinstall ./$(PLUGIN)
 	touch $@
 
 demo: setup
@@ -34,8 +38,12 @@ test: lint
 bench: setup
 	$(BIN)/python bench/extract.py
 
+# drawn into build/ first: a failed draw (no Graphviz) leaves the committed picture as it was
 dag: setup
-	$(BIN)/snakemake --rulegraph | dot -Tpng > docs/rulegraph.png
+	@mkdir -p build
+	$(BIN)/snakemake --quiet all --rulegraph > build/rulegraph.dot
+	dot -Tpng build/rulegraph.dot -o build/rulegraph.png
+	mv build/rulegraph.png docs/rulegraph.png
 
 clean:
 	rm -rf results resources/toy .snakemake report.html
