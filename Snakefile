@@ -19,6 +19,7 @@ include: "rules/flow.smk"
 include: "rules/boxes.smk"
 include: "rules/backbone.smk"
 include: "rules/gcn.smk"
+include: "rules/dropped.smk"
 
 
 rule all:

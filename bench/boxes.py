@@ -185,7 +185,6 @@ def run_stage(folder: Path, index: Path, settings: BoxSettings, device: str) -> 
         index,
         0,
         out,
-        folder / "dropped.csv",
         settings,
         NUM_FRAMES,
         STRIDE,

@@ -107,7 +107,7 @@ def main() -> None:
         def run_stage(name: str) -> tuple[float, int]:
             start = time.perf_counter()
             counts = stage.compute_flow_shard(
-                index_path, 0, root / "flow" / f"{name}.h5", root / "index" / "dropped.csv",
+                index_path, 0, root / "flow" / f"{name}.h5",
                 backend="torch", tvl1=tvl1, workers=args.workers, device=str(device), batch_size=args.batch_size,
             )
             return counts["pairs"] / (time.perf_counter() - start), (root / "flow" / f"{name}.h5").stat().st_size

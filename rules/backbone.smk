@@ -69,6 +69,7 @@ rule weights:
         runtime=60,
     params:
         weights=BACKBONE_WEIGHTS,
+        sha256=BACKBONE["sha256"],
         arch=BACKBONE["arch"],
         width_per_group=BACKBONE["width_per_group"],
         seed=config["seed"],
@@ -83,6 +84,8 @@ rule finetune_stream:
         labels=results("index/labels.csv"),
         weights=results("weights/{stream}.pt"),
         flow=finetune_flow_input,
+        # the clips' raw frames: a re-extracted archive is a new fine-tuning run
+        manifest=results("raw/manifest.json"),
     output:
         results("weights/finetuned/{stream}.pt"),
     log:
@@ -100,7 +103,6 @@ rule finetune_stream:
         clip=BACKBONE_CLIP,
         backbone=BACKBONE_ARCH,
         finetune=BACKBONE["finetune"],
-        per_frame=config["boxes"]["per_frame"],
         seed=config["seed"],
         device=config["device"],
         checkpoints=results("weights/finetune/{stream}"),
@@ -140,7 +142,6 @@ rule features_shard:
         batch_size=BACKBONE["batch_size"],
         workers=BACKBONE["workers"],
         device=config["device"],
-        dropped=results("index/dropped.csv"),
     script:
         "../scripts/features.py"
 

@@ -49,7 +49,6 @@ rule boxes_shard:
         frame_stride=config["backbone"]["frame_stride"],
         sampling=config["backbone"]["sampling"],
         device=config["device"],
-        dropped=results("index/dropped.csv"),
         weights_cache=results("weights/downloads"),
     script:
         "../scripts/boxes.py"

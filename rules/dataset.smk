@@ -47,6 +47,7 @@ rule extract:
         runtime=600,
     params:
         raw=results("raw/frames"),
+        max_member_bytes=config["extract"]["max_member_bytes"],
     script:
         "../scripts/extract.py"
 
@@ -61,6 +62,7 @@ rule split:
     output:
         frames=directory(results("frames")),
         videos=results("split/videos.parquet"),
+        listed=results("split/listed.parquet"),
         dropped=results("split/dropped.csv"),
         labels=results("split/labels.csv"),
     log:
@@ -75,6 +77,7 @@ rule split:
         runtime=60,
     params:
         raw_frames=results("raw/frames/20bn-something-something-v1"),
+        unknown_labels=config["index"]["unknown_labels"],
     script:
         "../scripts/split.py"
 
@@ -88,7 +91,7 @@ rule index:
         train=results("index/train.parquet"),
         validation=results("index/validation.parquet"),
         test=results("index/test.parquet"),
-        dropped=results("index/dropped.csv"),
+        dropped=results("index/index-dropped.csv"),
         labels=results("index/labels.csv"),
     log:
         logs("index.log"),

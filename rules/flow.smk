@@ -29,7 +29,6 @@ rule flow_shard:
         batch_size=config["flow"]["batch_size"],
         kernel=config["flow"]["kernel"],
         device=config["device"],
-        dropped=results("index/dropped.csv"),
     script:
         "../scripts/flow.py"
 

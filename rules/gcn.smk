@@ -82,6 +82,10 @@ rule evaluate_model:
     input:
         **GCN_EVALUATE_INPUTS,
         labels=results("index/labels.csv"),
+        # every listed validation and test video is scored, readable or not
+        listed=results("split/listed.parquet"),
+        train_index=results("index/train.parquet"),
+        dropped=results("index/index-dropped.csv"),
     output:
         metrics=results("gcn/{model}/metrics.json"),
         per_class=results("gcn/{model}/per_class.csv"),

@@ -16,7 +16,6 @@ counts = extract_boxes_shard(
     index_path=snakemake.input.index,
     shard=int(snakemake.wildcards.k),
     output=snakemake.output[0],
-    dropped_path=snakemake.params.dropped,
     settings=settings,
     num_frames=snakemake.params.num_frames,
     frame_stride=snakemake.params.frame_stride,

@@ -22,7 +22,6 @@ counts = cache_features_shard(
     boxes_path=snakemake.input.boxes,
     boxes_backend=params.boxes_backend,
     flow_path=snakemake.input.flow[0] if stream == "flow" else None,
-    dropped_path=params.dropped,
     device=params.device,
     batch_size=params.batch_size,
     workers=params.workers,

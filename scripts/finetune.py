@@ -16,7 +16,6 @@ params = snakemake.params
 tuning = dict(params.finetune)
 clip = ClipSettings(
     stream=snakemake.wildcards.stream,
-    per_frame=params.per_frame,
     training=True,
     temporal_jitter=tuning.pop("temporal_jitter"),
     random_crop=tuning.pop("random_crop"),
@@ -34,5 +33,6 @@ result = finetune_backbone(
     settings=FinetuneSettings(seed=params.seed, **tuning),
     flow_paths=dict(enumerate(snakemake.input.flow)),
     device=params.device,
+    manifest_path=snakemake.input.manifest,
 )
 log.info("finetune %s: %s", snakemake.wildcards.stream, result)

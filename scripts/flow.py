@@ -11,7 +11,6 @@ compute_flow_shard(
     snakemake.input.index,
     int(snakemake.wildcards.k),
     snakemake.output[0],
-    snakemake.params.dropped,
     backend=snakemake.params.backend,
     bound=snakemake.params.bound,
     tvl1=dict(snakemake.params.tvl1),

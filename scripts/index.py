@@ -3,7 +3,7 @@
 import pandas as pd
 
 from regiongraph.dataset.index import build_index
-from regiongraph.io import write_csv, write_parquet
+from regiongraph.io import merge_dropped, read_dropped, write_csv, write_parquet
 from regiongraph.runlog import log_to_file
 
 log_to_file(snakemake.log[0])
@@ -17,6 +17,6 @@ result = build_index(
 )
 for split, table in result.splits.items():
     write_parquet(snakemake.output[split], table)
-split_dropped = pd.read_csv(snakemake.input.dropped, dtype=str, keep_default_na=False)
-write_csv(snakemake.output.dropped, pd.concat([split_dropped, result.dropped], ignore_index=True))
+# what the split stage left out, then what this one did: the dropped rule adds later stages'
+write_csv(snakemake.output.dropped, merge_dropped([read_dropped(snakemake.input.dropped), result.dropped]))
 write_csv(snakemake.output.labels, pd.read_csv(snakemake.input.labels))

@@ -14,8 +14,10 @@ result = split_videos(
     annotations=os.path.dirname(snakemake.input.labels),
     raw_frames=Path(snakemake.params.raw_frames),
     frames_out=snakemake.output.frames,
+    unknown_labels=snakemake.params.unknown_labels,
 )
 write_parquet(snakemake.output.videos, result.videos)
+write_parquet(snakemake.output.listed, result.listed)
 write_csv(snakemake.output.dropped, result.dropped)
 labels = pd.DataFrame({"label_index": range(len(result.labels)), "label": result.labels})
 write_csv(snakemake.output.labels, labels)

@@ -12,7 +12,7 @@ import torch
 
 from regiongraph.dataset.sampling import sample_clip_frames
 from regiongraph.detect.stage import BoxSettings, extract_boxes_shard
-from regiongraph.io import open_shard, read_dropped
+from regiongraph.io import open_shard, shard_drops
 
 NUM_FRAMES, STRIDE = 8, 2  # 4 box frames per clip
 
@@ -75,7 +75,6 @@ def test_annotations_shard_has_the_documented_format(tmp_path):
         index,
         0,
         out,
-        tmp_path / "dropped.csv",
         BoxSettings(per_frame=3),
         NUM_FRAMES,
         STRIDE,
@@ -117,13 +116,11 @@ def test_corrupt_frame_drops_the_video_and_the_shard_completes(tmp_path):
     index = _dataset(tmp_path, [("21", 20, 24, 40, 0), ("22", 20, 24, 40, 0)])
     box_frame = sample_clip_frames(20, NUM_FRAMES, STRIDE).box_frames[1]
     (tmp_path / "frames" / "22" / f"{box_frame + 1:05d}.jpg").write_bytes(b"\x00garbage")
-    dropped = tmp_path / "dropped.csv"
     out = tmp_path / "shard-000.h5"
     counts = extract_boxes_shard(
         index,
         0,
         out,
-        dropped,
         BoxSettings(),
         NUM_FRAMES,
         STRIDE,
@@ -132,7 +129,7 @@ def test_corrupt_frame_drops_the_video_and_the_shard_completes(tmp_path):
     assert counts["dropped"] == 1 and counts["videos"] == 1
     with open_shard(out, "boxes") as shard:
         assert list(shard) == ["21"]
-    rows = read_dropped(dropped)
+    rows = pd.DataFrame(shard_drops(out))
     assert rows[["video_id", "split", "stage"]].values.tolist() == [["22", "validation", "boxes"]]
     assert f"{box_frame + 1:05d}.jpg" in rows["reason"][0]
 
@@ -145,7 +142,6 @@ def test_video_missing_from_annotations_warns_and_has_no_valid_boxes(tmp_path, c
             index,
             0,
             out,
-            tmp_path / "d.csv",
             BoxSettings(),
             NUM_FRAMES,
             STRIDE,
@@ -169,7 +165,6 @@ def test_annotations_backend_needs_a_file(tmp_path):
             index,
             0,
             tmp_path / "o.h5",
-            tmp_path / "d.csv",
             BoxSettings(),
             NUM_FRAMES,
             STRIDE,
@@ -206,7 +201,7 @@ def test_torchvision_stage_batches_across_videos(tmp_path):
     )
     out = tmp_path / "shard-000.h5"
     counts = extract_boxes_shard(
-        index, 0, out, tmp_path / "d.csv", settings, NUM_FRAMES, STRIDE, device="cpu"
+        index, 0, out, settings, NUM_FRAMES, STRIDE, device="cpu"
     )
     assert counts == {"videos": 2, "dropped": 1, "unannotated": 0}
     with open_shard(out, "boxes", expect={"backend": "torchvision", "min_size": 48}) as shard:
@@ -221,7 +216,7 @@ def test_torchvision_stage_batches_across_videos(tmp_path):
             assert (boxes[..., 2] <= width).all() and (boxes[..., 3] <= 32).all()
             assert (boxes[..., 2] > boxes[..., 0]).all()
             assert (np.diff(group["scores"][:], axis=1) <= 0).all()
-    assert read_dropped(tmp_path / "d.csv")["video_id"].tolist() == ["53"]
+    assert [row["video_id"] for row in shard_drops(out)] == ["53"]
 
 
 def test_torchvision_missing_weights_name_the_key(tmp_path):
@@ -229,7 +224,7 @@ def test_torchvision_missing_weights_name_the_key(tmp_path):
     settings = BoxSettings(backend="torchvision", weights=str(tmp_path / "none.pth"))
     with pytest.raises(FileNotFoundError, match="boxes.weights") as error:
         extract_boxes_shard(
-            index, 0, tmp_path / "o.h5", tmp_path / "d.csv", settings, 8, 2, device="cpu"
+            index, 0, tmp_path / "o.h5", settings, 8, 2, device="cpu"
         )
     assert "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth" in str(error.value)
     with pytest.raises(ValueError, match="boxes.weights is not set"):
@@ -237,7 +232,6 @@ def test_torchvision_missing_weights_name_the_key(tmp_path):
             index,
             0,
             tmp_path / "o.h5",
-            tmp_path / "d.csv",
             BoxSettings(backend="torchvision"),
             8,
             2,

@@ -18,7 +18,7 @@ from regiongraph.features.transforms import centre_crop_geometry, map_boxes
 from regiongraph.features.weights import load_weights, prepare_weights
 from regiongraph.flow.quantize import quantize_flow
 from regiongraph.flow.storage import write_video_flow
-from regiongraph.io import open_shard, read_dropped, shard_writer
+from regiongraph.io import open_shard, shard_drops, shard_writer
 from regiongraph.models.i3d import build_backbone, global_average_pool
 
 
@@ -143,7 +143,7 @@ def run_cache(root, output, workers):
     backbone = BackboneSettings(width_per_group=4)
     counts = cache_features_shard(
         root / "index.parquet", 0, output, root / "rgb.pt", clip, backbone, root / "boxes.h5",
-        "annotations", dropped_path=root / "dropped.csv", device="cpu", batch_size=2, workers=workers,
+        "annotations", device="cpu", batch_size=2, workers=workers,
     )
     return counts, clip, backbone
 
@@ -152,7 +152,7 @@ def test_features_shard_round_trip_drops_corrupt_and_handles_missing_boxes(tiny_
     root = tiny_shard
     counts, clip, backbone = run_cache(root, root / "features.h5", workers=1)
     assert counts == {"videos": 2, "dropped": 1}
-    dropped = read_dropped(root / "dropped.csv")
+    dropped = pd.DataFrame(shard_drops(root / "features.h5"))
     assert dropped[["video_id", "stage"]].values.tolist() == [["v3", "features"]]
     assert "00003.jpg" in dropped["reason"].iloc[0]
     with open_shard(root / "features.h5", stage="features", expect={"crop_size": 32, "stream": "rgb"}) as h:
@@ -176,11 +176,13 @@ def test_features_shard_round_trip_drops_corrupt_and_handles_missing_boxes(tiny_
     np.testing.assert_allclose(pooled[0], global_average_pool(fmap)[0].numpy(), rtol=2e-3, atol=2e-3)
     np.testing.assert_allclose(roi[0], expected_roi[0].numpy(), rtol=2e-3, atol=2e-3)
     np.testing.assert_allclose(boxes[0], item["boxes"].numpy())
-    # rerunning gives the same features; dropped.csv gets no duplicate row
+    # rerunning gives the same features and the same record of what was dropped
     run_cache(root, root / "again.h5", workers=0)
     with open_shard(root / "again.h5") as h:
         assert np.array_equal(h["roi"][()], roi) and np.array_equal(h["global"][()], pooled)
-    assert len(read_dropped(root / "dropped.csv")) == 1
+    assert shard_drops(root / "again.h5") == shard_drops(root / "features.h5")
+    with open_shard(root / "again.h5") as a, open_shard(root / "features.h5") as b:
+        assert a.attrs["content_digest"] == b.attrs["content_digest"]
 
 
 def test_boxes_from_other_sampling_settings_are_refused(tiny_shard):
@@ -190,12 +192,31 @@ def test_boxes_from_other_sampling_settings_are_refused(tiny_shard):
         dataset[0]
 
 
-def test_finetune_resumed_equals_uninterrupted(tiny_shard, tmp_path):
-    root = tiny_shard
+def _finetune_inputs(root):
     index = pd.read_parquet(root / "index.parquet")
     index = index[index["video_id"] != "v3"].assign(label_index=[0, 1])
     index.to_parquet(root / "train.parquet")
     pd.DataFrame({"label_index": [0, 1], "label": ["a", "b"]}).to_csv(root / "labels.csv", index=False)
+
+
+def test_finetune_that_diverges_stops_with_an_error_naming_the_knobs(tiny_shard, tmp_path):
+    _finetune_inputs(tiny_shard)
+    clip = ClipSettings(num_frames=4, frame_stride=2, resize_short=40, crop_size=32, training=True)
+    # frozen BatchNorm statistics of a random init normalise nothing: without clipping, a large
+    # step sends the activations to infinity within a few steps
+    settings = FinetuneSettings(epochs=4, lr=1.0, batch_size=1, workers=0, clip_grad_norm=None)
+    with pytest.raises(FloatingPointError, match=r"diverged: the loss is .* lower backbone.finetune.lr \(1.0\)"):
+        finetune_backbone(
+            tiny_shard / "train.parquet", tiny_shard / "labels.csv", tiny_shard / "rgb.pt",
+            tmp_path / "out.pt", tmp_path / "ckpt", clip, BackboneSettings(width_per_group=4),
+            settings, device="cpu",
+        )
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_finetune_resumed_equals_uninterrupted(tiny_shard, tmp_path, caplog):
+    root = tiny_shard
+    _finetune_inputs(root)
     clip = ClipSettings(num_frames=4, frame_stride=2, resize_short=40, crop_size=32, training=True)
     backbone = BackboneSettings(width_per_group=4)
     settings = FinetuneSettings(epochs=2, lr=0.01, batch_size=1, workers=0, freeze_bn=False)
@@ -223,10 +244,17 @@ def test_finetune_resumed_equals_uninterrupted(tiny_shard, tmp_path):
     assert not torch.equal(full["res5.blocks.2.branch2c.weight"], initial["res5.blocks.2.branch2c.weight"])
     for key in full:
         assert torch.equal(full[key], resumed[key]), key
-    # a checkpoint written under other settings is an error, not a silent restart
+    # checkpoints of another run (here: another learning rate) are set aside, never resumed
     settings = FinetuneSettings(epochs=2, lr=0.02, batch_size=1, workers=0, freeze_bn=False)
-    with pytest.raises(ValueError, match="finetune.lr"):
+    with caplog.at_level("WARNING"):
         run(tmp_path / "other.pt", tmp_path / "ckpt")
+    assert "belong to another run (finetune.lr: 0.01 -> 0.02)" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "ckpt.stale").iterdir()) == ["epoch-1.pt", "epoch-2.pt"]
+    run(tmp_path / "other-fresh.pt", tmp_path / "ckpt-fresh")
+    other, _ = load_weights(tmp_path / "other.pt")
+    fresh, _ = load_weights(tmp_path / "other-fresh.pt")
+    assert all(torch.equal(other[key], fresh[key]) for key in fresh)
+    assert not torch.equal(other["res5.blocks.2.branch2c.weight"], full["res5.blocks.2.branch2c.weight"])
 
 
 def test_finetune_with_zero_epochs_passes_the_weights_through(tiny_shard, tmp_path):

@@ -19,7 +19,7 @@ from regiongraph.flow.quantize import quantize_flow
 from regiongraph.flow.stage import compute_flow_shard
 from regiongraph.flow.storage import read_flow
 from regiongraph.flow.synthetic import translated_pair
-from regiongraph.io import open_shard, read_dropped, shard_writer
+from regiongraph.io import open_shard, shard_drops, shard_writer
 
 H, W = 40, 56
 # cheap settings: the stage is under test here, not the solver
@@ -71,7 +71,7 @@ def shard_index(tmp_path: Path) -> Path:
 def _run(index: Path, output: Path, **kwargs) -> dict:
     options = {"backend": "opencv", "bound": BOUND, "tvl1": FAST, "workers": 1}
     options.update(kwargs)
-    return compute_flow_shard(index, 0, output, index.parent / "dropped.csv", **options)
+    return compute_flow_shard(index, 0, output, **options)
 
 
 def test_shard_layout_settings_and_reader(shard_index, tmp_path, caplog):
@@ -115,17 +115,17 @@ def json_settings(handle: h5py.File) -> dict:
     return json.loads(handle.attrs["settings"])
 
 
-def test_bad_videos_are_listed_in_dropped_csv(shard_index, tmp_path):
+def test_bad_videos_are_recorded_in_the_shard(shard_index, tmp_path):
     output = tmp_path / "shard-000.h5"
     _run(shard_index, output)
-    dropped = read_dropped(shard_index.parent / "dropped.csv").set_index("video_id")
+    dropped = pd.DataFrame(shard_drops(output)).set_index("video_id")
     assert sorted(dropped.index) == ["103", "104"]
     assert (dropped["stage"] == "flow").all() and (dropped["split"] == "validation").all()
     assert "00002.jpg" in dropped.loc["104", "reason"] and "corrupt" in dropped.loc["104", "reason"]
     assert "1 frame" in dropped.loc["103", "reason"]
-    # a rerun does not list them twice
+    # a rerun writes the same record
     _run(shard_index, output)
-    assert len(read_dropped(shard_index.parent / "dropped.csv")) == 2
+    assert len(shard_drops(output)) == 2
 
 
 def _datasets(path: Path) -> dict[str, bytes]:

@@ -1,7 +1,7 @@
 """Kill and resume, end to end: SIGKILL Snakemake and its jobs (the whole process group) while a
-flow shard and then a features shard are being written, resume with ``--rerun-incomplete``, and
-get exactly the outputs of an uninterrupted run; a write that runs out of space fails clearly and
-leaves no corrupt output.
+flow shard and then a features shard are being written, and in the middle of fine-tuning and of
+GCN training; resume with ``--rerun-incomplete`` and get exactly the outputs of an uninterrupted
+run. A write that runs out of space fails clearly and leaves no corrupt output.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 import yaml
 
 from regiongraph.io import open_shard
@@ -163,3 +165,67 @@ def test_disk_full_fails_clearly_and_writes_nothing(reference):
     assert {name: p.stat().st_mtime_ns for name, p in shards(workdir, "flow").items()} == others
     finish(snakemake(workdir, "--cores", "2", str(victim.relative_to(workdir))))
     assert_same_shard(victim, saved / "flow" / "train" / "shard-000.h5")
+
+
+TRAIN_CONFIG = tiny_config(
+    backbone={"streams": ["rgb"], "finetune": {"epochs": 4, "batch_size": 2, "workers": 0}},
+    gcn={"models": ["joint"], "streams": ["rgb"], "epochs": 12, "batch_size": 1},
+)
+FINETUNE_CHECKPOINTS = Path("results/weights/finetune/rgb")
+GCN_CHECKPOINTS = Path("results/gcn/joint/rgb/checkpoints")
+
+
+def kill_after(proc: subprocess.Popen, path: Path, timeout: float = 240) -> None:
+    """SIGKILL the run's process group as soon as ``path`` (a checkpoint) exists."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before {path} was written:\n{proc.communicate()[0][-3000:]}")
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError(f"{path} was not written within {timeout} s")
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+
+
+def _tensors(path: Path, key: str) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)[key]
+
+
+@pytest.mark.slow
+def test_kill_during_finetuning_and_training_then_resume(tmp_path):
+    """kill -9 in the middle of fine-tuning, then in the middle of GCN training: each rerun
+    resumes its own run's checkpoints, and the results equal an uninterrupted run's."""
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    (straight / "tiny.yaml").write_text(yaml.safe_dump(TRAIN_CONFIG))
+    finish(snakemake(straight, "--cores", "2", "train"))
+    killed = tmp_path / "killed"
+    shutil.copytree(straight, killed, symlinks=True)
+    for name in ("weights/finetuned", "weights/finetune", "features", "gcn", "logs/weights", "logs/gcn"):
+        shutil.rmtree(killed / "results" / name)
+
+    run = snakemake(killed, "--cores", "2", "--rerun-incomplete", "train", start_new_session=True)
+    kill_after(run, killed / FINETUNE_CHECKPOINTS / "epoch-1.pt")
+    assert not (killed / "results/weights/finetuned/rgb.pt").exists()
+    finish(snakemake(killed, "--unlock"))
+    run = snakemake(killed, "--cores", "2", "--rerun-incomplete", "train", start_new_session=True)
+    kill_after(run, killed / GCN_CHECKPOINTS / "epoch-2.pt")
+    assert not (killed / "results/gcn/joint/rgb/model.pt").exists()
+    finish(snakemake(killed, "--unlock"))
+    finish(snakemake(killed, "--cores", "2", "--rerun-incomplete", "train"))
+
+    finetune_log = (killed / "results/logs/weights/finetune-rgb.log").read_text()
+    train_log = (killed / "results/logs/gcn/joint/rgb/train.log").read_text()
+    assert "resuming fine-tuning rgb from" in finetune_log, finetune_log[-2000:]
+    assert "resuming joint/rgb from" in train_log, train_log[-2000:]
+    assert "another run" not in finetune_log + train_log
+    for name, key in (("weights/finetuned/rgb.pt", "state_dict"), ("gcn/joint/rgb/model.pt", "model")):
+        got, want = _tensors(killed / "results" / name, key), _tensors(straight / "results" / name, key)
+        assert got.keys() == want.keys()
+        for tensor in want:
+            assert torch.equal(got[tensor], want[tensor]), (name, tensor)
+    log_a = pd.read_csv(straight / "results/gcn/joint/rgb/train_log.csv").drop(columns="seconds")
+    log_b = pd.read_csv(killed / "results/gcn/joint/rgb/train_log.csv").drop(columns="seconds")
+    pd.testing.assert_frame_equal(log_b, log_a)

@@ -67,8 +67,8 @@ def test_duplicate_label_is_an_error(extracted, tmp_path):
     assert not (tmp_path / "frames").exists()
 
 
-def test_bad_rows_are_reported_and_the_run_goes_on(extracted, tmp_path):
-    annotations, raw = extracted
+def _with_bad_rows(annotations: Path) -> dict[str, str]:
+    """An unknown label, a duplicate id and an id without frames, as real CSVs can have."""
     train_csv = annotations / "something-something-v1-train.csv"
     val_csv = annotations / "something-something-v1-validation.csv"
     train = train_csv.read_text().splitlines()
@@ -78,18 +78,56 @@ def test_bad_rows_are_reported_and_the_run_goes_on(extracted, tmp_path):
     val = val_csv.read_text().splitlines()
     val.append(f"{duplicate_id};{train[1].split(';')[1]}")
     val.append("999999;" + train[2].split(";")[1])  # no frame folder
+    val.append("999998;Juggling something with one hand")
     train_csv.write_text("\n".join(train) + "\n")
     val_csv.write_text("\n".join(val) + "\n")
-    result = split_videos(annotations, raw, tmp_path / "frames")
+    return {"unknown": unknown_id, "duplicate": duplicate_id, "missing": "999999"}
+
+
+def test_unknown_labels_stop_the_split_listing_each_with_its_count(extracted, tmp_path):
+    annotations, raw = extracted
+    _with_bad_rows(annotations)
+    with pytest.raises(AnnotationError) as error:
+        split_videos(annotations, raw, tmp_path / "frames")
+    message = str(error.value)
+    assert "2 videos carry labels that are not in" in message and "labels.csv" in message
+    assert "'Juggling something with one hand': 2 videos (first at" in message
+    assert "something-something-v1-train.csv:1" in message
+    assert "index.unknown_labels: drop" in message
+    assert not (tmp_path / "frames").exists()  # nothing linked before the error
+
+
+def test_bad_rows_are_reported_and_the_run_goes_on(extracted, tmp_path):
+    annotations, raw = extracted
+    ids = _with_bad_rows(annotations)
+    result = split_videos(annotations, raw, tmp_path / "frames", unknown_labels="drop")
     reasons = result.dropped.set_index(["video_id", "split"])["reason"]
-    assert "unknown label 'Juggling something with one hand'" in reasons[(unknown_id, "train")]
-    assert "duplicate id" in reasons[(duplicate_id, "validation")]
-    assert "first listed in train" in reasons[(duplicate_id, "validation")]
+    assert "unknown label 'Juggling something with one hand'" in reasons[(ids["unknown"], "train")]
+    assert "unknown label" in reasons[("999998", "validation")]
+    assert "duplicate id" in reasons[(ids["duplicate"], "validation")]
+    assert "first listed in train" in reasons[(ids["duplicate"], "validation")]
     assert "no frame folder" in reasons[("999999", "validation")]
     kept = set(result.videos.video_id)
-    assert unknown_id not in kept and duplicate_id in kept and "999999" not in kept
+    assert ids["unknown"] not in kept and ids["duplicate"] in kept and "999999" not in kept
     assert len(kept) == 24 - 1  # every other video is still linked
-    assert (result.videos[result.videos.video_id == duplicate_id].split == "train").all()
+    assert (result.videos[result.videos.video_id == ids["duplicate"]].split == "train").all()
+    # the listing keeps every video with a usable label once, linked or not: the evaluation
+    # scores the one without frames, and cannot score those with unknown labels
+    listed = result.listed.set_index("video_id")
+    assert listed.loc["999999", "split"] == "validation" and "999998" not in listed.index
+    assert ids["unknown"] not in listed.index and len(listed) == 24 - 1 + 1
+    assert listed.index.is_unique
+
+
+@pytest.mark.parametrize("video_id", ["../../etc", "12a", "", "1/2"])
+def test_a_video_id_that_is_not_a_number_is_refused_before_any_path(extracted, tmp_path, video_id):
+    annotations, raw = extracted
+    test_csv = annotations / "something-something-v1-test.csv"
+    lines = test_csv.read_text().splitlines()
+    test_csv.write_text("\n".join([*lines, f"{video_id};x" if not video_id else video_id]) + "\n")
+    with pytest.raises(AnnotationError, match=rf"test.csv:{len(lines) + 1}: video id .* is not a number"):
+        split_videos(annotations, raw, tmp_path / "frames")
+    assert not (tmp_path / "frames").exists()
 
 
 def _index(extracted, tmp_path, **kwargs):
@@ -158,14 +196,19 @@ def test_bad_frames_are_reported(extracted, tmp_path, damage, reason):
 
 def test_short_videos_drop_or_loop(extracted, tmp_path):
     split, dropped_run = _index(extracted, tmp_path, min_frames=8)
-    n_frames = {}
+    n_frames, splits = {}, {}
     for row in split.videos.itertuples():
         n_frames[row.video_id] = len(os.listdir(row.frame_dir))
+        splits[row.video_id] = row.split
     short = {v for v, n in n_frames.items() if n < 8}
-    assert short, "the tiny toy set must have videos below 8 frames for this test"
+    short_train = {v for v in short if splits[v] == "train"}
+    assert short_train and short - short_train, "the tiny toy set must have short videos in every split"
     reasons = dropped_run.dropped.set_index("video_id")["reason"]
-    for video_id in short:
+    assert set(reasons.index) == short_train  # evaluation splits keep their short videos
+    for video_id in short_train:
         assert f"too short: {n_frames[video_id]} frames < index.min_frames 8" == reasons[video_id]
+    kept = {v for name, t in dropped_run.splits.items() if name != "train" for v in t.video_id}
+    assert short - short_train <= kept
     loop = build_index(split.videos, {"train": 1, "validation": 1, "test": 1}, 8, "loop")
     assert loop.dropped.empty
     assert sum(len(t) for t in loop.splits.values()) == 24

@@ -12,13 +12,19 @@ import torch
 
 from regiongraph.io import ShardMismatchError, shard_writer
 from regiongraph.train import loop
+from regiongraph.train.checkpoints import checkpoint_epochs
 from regiongraph.train.data import (
     EpochShuffle,
     FeatureShardDataset,
     feature_loader,
     feature_statistics,
 )
-from regiongraph.train.evaluate import StreamScores, evaluate_model, late_fusion
+from regiongraph.train.evaluate import (
+    EvaluationInputs,
+    StreamScores,
+    evaluate_model,
+    late_fusion,
+)
 from regiongraph.train.loop import LearningRateSchedule, TrainSettings, train_model
 from regiongraph.train.metrics import (
     classification_metrics,
@@ -265,7 +271,7 @@ def test_interrupted_training_resumes_to_the_same_weights_and_log(shards, tmp_pa
             4,
             tmp_path / "b",
         )
-    assert loop.checkpoint_epochs(tmp_path / "b" / "checkpoints") == [1, 2]
+    assert checkpoint_epochs(tmp_path / "b" / "checkpoints") == [1, 2]
     monkeypatch.setattr(loop, "train_one_epoch", real)
     resumed = train_model(
         small_settings(**DEMO_OPTIMISER), shards["train"], shards["validation"], 4, tmp_path / "b"
@@ -305,37 +311,84 @@ def test_interrupted_training_resumes_to_the_same_weights_and_log(shards, tmp_pa
 def test_only_the_latest_checkpoints_are_kept_when_asked(shards, tmp_path):
     settings = small_settings(model="baseline", epochs=3, keep_checkpoints=2)
     train_model(settings, shards["train"], shards["validation"], 4, tmp_path)
-    assert loop.checkpoint_epochs(tmp_path / "checkpoints") == [2, 3]
+    assert checkpoint_epochs(tmp_path / "checkpoints") == [2, 3]
     assert len(pd.read_csv(tmp_path / "train_log.csv")) == 3
 
 
-def test_checkpoint_of_another_model_or_class_count_is_refused(shards, tmp_path):
+def _fingerprint(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["fingerprint"]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"lr": 0.1}, "settings.lr: 0.05 -> 0.1"),
+        ({"model": "joint"}, "settings.model: 'baseline' -> 'joint'"),
+        ({"epochs": 3}, "settings.epochs: 2 -> 3"),
+        ({"num_classes": 6}, "architecture.num_classes: 4 -> 6"),
+        ({"train": "other"}, "train.shards: changed"),
+    ],
+)
+def test_checkpoints_of_another_run_are_set_aside_and_training_starts_afresh(
+    shards, tmp_path, caplog, change, expected
+):
+    """A changed setting or changed features means a new run: no error, no resume, no hand work."""
     out = tmp_path / "run"
-    train_model(
-        small_settings(model="baseline", epochs=1), shards["train"], shards["validation"], 4, out
-    )
-    with pytest.raises(
-        ValueError, match=r"checkpoint of another model: model is 'baseline' there but 'joint' now"
-    ):
-        train_model(
-            small_settings(model="joint", epochs=1), shards["train"], shards["validation"], 4, out
-        )
-    with pytest.raises(ValueError, match=r"num_classes is 4 there but 6 now"):
-        train_model(
-            small_settings(model="baseline", epochs=1),
-            shards["train"],
-            shards["validation"],
-            6,
-            out,
-        )
-    with pytest.raises(ValueError, match=r"other settings \(lr is 0.05 there but 0.1 now\)"):
-        train_model(
-            small_settings(model="baseline", epochs=1, lr=0.1),
+    base = dict(model="baseline", epochs=2)
+    train_model(small_settings(**base), shards["train"], shards["validation"], 4, out)
+    old = _fingerprint(out / "checkpoints" / "epoch-2.pt")
+
+    change = dict(change)
+    classes = change.pop("num_classes", 4)
+    train = shards["train"]
+    if change.pop("train", None):  # the features were recomputed and came out different
+        train = [tmp_path / "train-new.h5"]
+        make_feature_shard(train[0], _labels(20, 4, 9), seed=9)
+    settings = small_settings(**{**base, **change})
+    with caplog.at_level("WARNING"):
+        path = train_model(settings, train, shards["validation"], classes, out)
+    assert "belong to another run" in caplog.text and expected in caplog.text
+    stale = out / "checkpoints.stale"
+    assert checkpoint_epochs(stale) == [1, 2] and _fingerprint(stale / "epoch-2.pt") == old
+    fresh = train_model(settings, train, shards["validation"], classes, tmp_path / "fresh")
+    for key, value in _state(fresh).items():
+        torch.testing.assert_close(_state(path)[key], value, rtol=0, atol=0, msg=key)
+    assert _fingerprint(path) == _fingerprint(fresh) != old
+    assert _fingerprint(out / "checkpoints" / f"epoch-{settings.epochs}.pt") == _fingerprint(path)
+
+
+def test_a_finished_run_is_not_trained_twice_and_operational_settings_may_change(
+    shards, tmp_path, caplog, monkeypatch
+):
+    out = tmp_path / "run"
+    first = train_model(small_settings(epochs=2), shards["train"], shards["validation"], 4, out)
+    weights = _state(first)
+    monkeypatch.setattr(loop, "train_one_epoch", lambda *a, **k: pytest.fail("trained again"))
+    with caplog.at_level("INFO"):
+        again = train_model(
+            small_settings(epochs=2, keep_checkpoints=1, num_workers=0),
             shards["train"],
             shards["validation"],
             4,
             out,
         )
+    assert "resuming joint/rgb from" in caplog.text
+    for key, value in _state(again).items():
+        torch.testing.assert_close(value, weights[key], rtol=0, atol=0, msg=key)
+
+
+def test_resume_from_a_checkpoint_of_another_run_is_an_error(shards, tmp_path):
+    out = tmp_path / "run"
+    train_model(small_settings(epochs=2), shards["train"], shards["validation"], 4, out)
+    with pytest.raises(ValueError, match=r"epoch 1.*another run \(settings.lr: 0.05 -> 0.2\)"):
+        train_model(
+            small_settings(epochs=2, lr=0.2, resume_from=1),
+            shards["train"],
+            shards["validation"],
+            4,
+            out,
+        )
+    assert checkpoint_epochs(out / "checkpoints") == [1, 2]  # nothing was moved
 
 
 def test_training_learns_a_signal_in_the_features(shards, tmp_path):
@@ -389,6 +442,35 @@ def test_late_fusion_averages_softmax_and_keeps_videos_of_one_stream():
         late_fusion({"rgb": rgb, "flow": conflicting})
 
 
+def _listing(paths, split):
+    rows = []
+    for path in paths:
+        with h5py.File(path, "r") as handle:
+            ids = handle["video_id"].asstr()[()]
+            rows += zip(ids, [split] * len(ids), handle["label_index"][()], strict=True)
+    return pd.DataFrame(rows, columns=["video_id", "split", "label_index"]).assign(label="")
+
+
+def evaluation_inputs(models, val, test, logs, shards, root, extra=(), dropped=None):
+    """EvaluationInputs over the given shards: split/listed.parquet lists the first stream's
+    videos and ``extra`` rows (``video_id, split, label_index``); the train index gives the prior."""
+    first = next(iter(models))
+    listed = pd.concat(
+        [
+            _listing(val[first], "validation"),
+            _listing(test[first], "test"),
+            pd.DataFrame(list(extra), columns=["video_id", "split", "label_index"]).assign(label=""),
+        ],
+        ignore_index=True,
+    )
+    listed.to_parquet(root / "listed.parquet")
+    _listing(shards["train"], "train").to_parquet(root / "train.parquet")
+    return EvaluationInputs(
+        models, val, test, logs, shards["labels"], root / "listed.parquet",
+        root / "train.parquet", [dropped] if dropped else [],
+    )
+
+
 def test_evaluation_writes_every_output_and_fuses_two_streams(shards, tmp_path):
     models, logs, val, test = {}, {}, {}, {}
     root = tmp_path / "features"
@@ -418,7 +500,8 @@ def test_evaluation_writes_every_output_and_fuses_two_streams(shards, tmp_path):
     outputs = {
         name: tmp_path / "gcn" / "joint" / f"{name}.{suffix.get(name, 'csv')}" for name in names
     }
-    evaluate_model(models, val, test, logs, shards["labels"], outputs, "joint", device="cpu")
+    inputs = evaluation_inputs(models, val, test, logs, shards, tmp_path)
+    evaluate_model(inputs, outputs, "joint", device="cpu")
 
     metrics = json.loads(outputs["metrics"].read_text())
     assert metrics["stream"] == "rgb+flow" and set(metrics["streams"]) == {"rgb", "flow"}
@@ -439,3 +522,51 @@ def test_evaluation_writes_every_output_and_fuses_two_streams(shards, tmp_path):
     assert table.loc[0, "model"] == "joint" and table.loc[0, "stream"] == "rgb+flow"
     assert table.loc[0, "top1"] == pytest.approx(metrics["top1"], abs=1e-4)
     assert table.loc[0, "chance"] == 0.25
+
+
+def test_unreadable_validation_and_test_videos_are_scored_with_the_prior_and_flagged(
+    shards, tmp_path
+):
+    out = tmp_path / "gcn" / "baseline" / "rgb"
+    model = train_model(
+        small_settings(model="baseline", epochs=1), shards["train"], shards["validation"], 4, out
+    )
+    dropped = tmp_path / "index-dropped.csv"
+    pd.DataFrame(
+        [{"video_id": "900", "split": "validation", "reason": "no frame folder x", "stage": "split"}]
+    ).to_csv(dropped, index=False)
+    extra = [("900", "validation", 2), ("901", "validation", 0), ("902", "test", -1)]
+    inputs = evaluation_inputs(
+        {"rgb": model}, {"rgb": shards["validation"]}, {"rgb": shards["test"]},
+        {"rgb": out / "train_log.csv"}, shards, tmp_path, extra, dropped,
+    )
+    names = {"metrics": "json", "per_class": "csv", "confusion": "png", "curves": "png",
+             "val_predictions": "parquet", "test_predictions": "csv"}
+    outputs = {name: tmp_path / f"{name}.{suffix}" for name, suffix in names.items()}
+    metrics = evaluate_model(inputs, outputs, "baseline", device="cpu")
+
+    assert metrics["n_videos"] == 12 + 2 and metrics["n_from_prior"] == 2
+    assert metrics["from_prior"] == [
+        {"video_id": "900", "reason": "split: no frame folder x"},
+        {"video_id": "901", "reason": "no features in any stream"},
+    ]
+    assert json.loads(outputs["metrics"].read_text())["n_from_prior"] == 2
+    train_labels = np.concatenate([_listing([p], "train").label_index for p in shards["train"]])
+    prior_class = int(np.bincount(train_labels, minlength=4).argmax())
+    predictions = pd.read_parquet(outputs["val_predictions"]).set_index("video_id")
+    assert predictions.loc[["900", "901"], "from_prior"].all()
+    assert not predictions.drop(index=["900", "901"])["from_prior"].any()
+    assert (predictions.loc[["900", "901"], "predicted_index"] == prior_class).all()
+    np.testing.assert_allclose(
+        predictions.loc["900", "probabilities"], np.bincount(train_labels, minlength=4) / len(train_labels),
+        rtol=1e-6,
+    )
+    lines = dict(line.split(";", 1) for line in outputs["test_predictions"].read_text().splitlines())
+    assert len(lines) == 5 + 1 and lines["902"] == shards["names"][prior_class]
+
+
+def test_training_that_diverges_stops_with_an_error_naming_the_learning_rate(shards, tmp_path):
+    settings = small_settings(model="baseline", epochs=2, lr=1e30, optimizer="sgd")
+    with pytest.raises(FloatingPointError, match=r"training baseline/rgb diverged.*gcn.lr \(1e\+30\)"):
+        train_model(settings, shards["train"], shards["validation"], 4, tmp_path)
+    assert not (tmp_path / "model.pt").exists()

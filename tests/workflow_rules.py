@@ -25,6 +25,7 @@ class RuleInfo:
     shell: str | None
     threads: int | None
     resources: dict[str, int | str] = field(default_factory=dict)  # concrete values only
+    outputs: list[str] = field(default_factory=list)  # output paths or patterns, as declared
 
 
 def _resolve(rule_file: Path, path: str | None) -> Path | None:
@@ -61,5 +62,6 @@ def load_rules(workdir: Path = REPO, configfiles: list[Path] = ()) -> dict[str, 
                 shell=rule.shellcmd,
                 threads=None if cores is None or cores.is_evaluable() else cores.value,
                 resources=resources,
+                outputs=[str(path) for path in rule.output],
             )
     return rules

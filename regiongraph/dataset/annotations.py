@@ -6,6 +6,12 @@
 - ``something-something-v1-{train,validation}.csv``: ``video_id;label`` per line.
 - ``something-something-v1-test.csv``: one video id per line (no labels).
 
+Video ids become folder and link names, so every id is checked before it touches a path: SSv1
+ids are numbers, and anything else (``../x``, an empty field) is an error naming the file and
+line. A label missing from the labels file is an error listing every unknown label and how many
+videos carry it (``index.unknown_labels: error``), or, with ``drop``, those videos are listed in
+the dropped table like every other video left out.
+
 :func:`split_videos` lays out ``frames/{split}/{label_index}/{video_id}`` as symbolic links to
 the extracted frame folders (``frames/test/unlabeled/{video_id}`` for the test split). The raw
 frames are never moved or modified: the original recipe moved them with ``mv``, destroying the
@@ -16,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +34,9 @@ log = logging.getLogger(__name__)
 CSV_PREFIX = "something-something-v1"
 SPLITS = ("train", "validation", "test")
 TEST_LABEL_DIR = "unlabeled"
+VIDEO_ID = re.compile(r"^[0-9]+$")
+UNKNOWN_LABEL_POLICIES = ("error", "drop")
+LISTED_COLUMNS = ["video_id", "split", "label", "label_index"]
 
 
 class AnnotationError(ValueError):
@@ -54,8 +65,18 @@ def read_labels(path: str | os.PathLike) -> list[str]:
     return labels
 
 
+def check_video_id(video_id: str, where: str) -> str:
+    """``video_id`` when it is an SSv1 id (digits only); else an error naming ``where``."""
+    if not VIDEO_ID.match(video_id):
+        raise AnnotationError(
+            f"{where}: video id {video_id!r} is not a number (Something-Something ids are "
+            "digits); fix the file"
+        )
+    return video_id
+
+
 def read_split_csv(path: str | os.PathLike, labeled: bool) -> list[tuple[str, str | None, int]]:
-    """``(video_id, label or None, line number)`` for each non-empty line."""
+    """``(video_id, label or None, line number)`` for each non-empty line; ids are checked."""
     path = Path(path)
     if not path.exists():
         raise AnnotationError(f"{path}: split file does not exist")
@@ -68,9 +89,10 @@ def read_split_csv(path: str | os.PathLike, labeled: bool) -> list[tuple[str, st
             video_id, sep, label = line.partition(";")
             if not sep:
                 raise AnnotationError(f"{path}:{number}: expected 'video_id;label', got {line!r}")
-            rows.append((video_id.strip(), label.strip(), number))
+            rows.append((check_video_id(video_id.strip(), f"{path}:{number}"), label.strip(), number))
         else:
-            rows.append((line.split(";")[0].strip(), None, number))
+            video_id = line.split(";")[0].strip()
+            rows.append((check_video_id(video_id, f"{path}:{number}"), None, number))
     return rows
 
 
@@ -79,23 +101,51 @@ class SplitResult:
     videos: pd.DataFrame  # video_id, split, label, label_index, frame_dir, raw_dir
     dropped: pd.DataFrame  # video_id, split, reason, stage
     labels: list[str]
+    # every video the CSVs list once with a usable label (test: -1), linked or not: the
+    # evaluation predicts each of the validation and test ones, readable or not
+    listed: pd.DataFrame  # video_id, split, label, label_index
+
+
+def unknown_labels_message(unknown: Counter, where: dict[str, str], labels_file: Path) -> str:
+    """What to tell the user about labels that are not in the labels file."""
+    listing = "; ".join(
+        f"{label!r}: {count} video{'s' if count > 1 else ''} (first at {where[label]})"
+        for label, count in unknown.most_common()
+    )
+    total = sum(unknown.values())
+    return (
+        f"{total} {'videos carry labels that are' if total > 1 else 'video carries a label that is'} "
+        f"not in {labels_file}: "
+        f"{listing}. Use the labels file of the same download, or set "
+        "index.unknown_labels: drop to leave these videos out"
+    )
 
 
 def split_videos(
     annotations: str | os.PathLike,
     raw_frames: str | os.PathLike,
     frames_out: str | os.PathLike,
+    unknown_labels: str = "error",
 ) -> SplitResult:
     """Map every listed video to its label index and link its frame folder into the split layout.
 
-    Unknown labels, ids listed twice (in one split or across splits: the first listing wins)
-    and ids without a frame folder are reported in the result's ``dropped`` table, and the run
-    goes on.
+    A label missing from the labels file stops the split with every unknown label and its count
+    (``unknown_labels="error"``, before any link is made), or drops those videos
+    (``"drop"``). Ids listed twice (in one split or across splits: the first listing wins) and
+    ids without a frame folder are reported in the result's ``dropped`` table, and the run goes
+    on.
     """
+    if unknown_labels not in UNKNOWN_LABEL_POLICIES:
+        raise ValueError(
+            f"index.unknown_labels must be one of {UNKNOWN_LABEL_POLICIES}, got {unknown_labels!r}"
+        )
     annotations, raw_frames, frames_out = Path(annotations), Path(raw_frames), Path(frames_out)
-    labels = read_labels(annotations / f"{CSV_PREFIX}-labels.csv")
+    labels_file = annotations / f"{CSV_PREFIX}-labels.csv"
+    labels = read_labels(labels_file)
     label_index = {label: i for i, label in enumerate(labels)}
-    kept, dropped = [], []
+    kept, dropped, listed = [], [], []
+    unknown: Counter = Counter()
+    unknown_where: dict[str, str] = {}
     first_seen: dict[str, str] = {}
     for split in SPLITS:
         csv_path = annotations / f"{CSV_PREFIX}-{split}.csv"
@@ -112,14 +162,22 @@ def split_videos(
                 continue
             first_seen[video_id] = f"{split} ({where})"
             if label is not None and label not in label_index:
+                unknown[label] += 1
+                unknown_where.setdefault(label, where)
                 dropped.append((video_id, split, f"unknown label {label!r} ({where})"))
                 continue
+            index = label_index[label] if label is not None else -1
+            listed.append((video_id, split, label or "", index))
             raw_dir = raw_frames / video_id
             if not raw_dir.is_dir():
                 dropped.append((video_id, split, f"no frame folder {raw_dir}"))
                 continue
-            index = label_index[label] if label is not None else -1
             kept.append((video_id, split, label or "", index, raw_dir))
+    if unknown:
+        message = unknown_labels_message(unknown, unknown_where, labels_file)
+        if unknown_labels == "error":
+            raise AnnotationError(message)
+        log.warning("index.unknown_labels is drop: %s", message)
     for video_id, split, reason in dropped:
         log.warning("dropped video %s (%s): %s", video_id, split, reason)
     if frames_out.exists():
@@ -148,8 +206,10 @@ def split_videos(
         [(v, s, r, "split") for v, s, r in dropped],
         columns=["video_id", "split", "reason", "stage"],
     )
+    listed_df = pd.DataFrame(listed, columns=LISTED_COLUMNS)
+    listed_df["label_index"] = listed_df["label_index"].astype("int64")
     log.info("split: %d videos linked, %d dropped", len(videos), len(dropped_df))
-    return SplitResult(videos, dropped_df, labels)
+    return SplitResult(videos, dropped_df, labels, listed_df)
 
 
 def _remove_links(folder: Path) -> None:

@@ -5,6 +5,10 @@ decoding (:func:`regiongraph.dataset.frames.check_jpeg_bytes`: size, start and e
 so that gaps in the numbering, zero-byte and truncated JPEGs are reported here, before any
 expensive stage reads them. The frame size comes from the first frame's JPEG header.
 
+Only the train split drops short videos (``index.short_videos: drop``): a validation or test
+video is kept whatever its length, and its clips loop over its frames, so that every video of
+the evaluation splits is scored.
+
 Shards are fixed per split and chosen by a stable hash of the video id, so the workflow's
 DAG (one job per shard) is known before anything runs and does not change when videos are
 dropped.
@@ -130,7 +134,7 @@ def build_index(
     short_videos: str,
     workers: int = 1,
 ) -> IndexResult:
-    """Index rows per split and the videos dropped here (bad frames, too short)."""
+    """Index rows per split and the videos dropped here (bad frames; train videos too short)."""
     if short_videos not in ("drop", "loop"):
         raise ValueError(f"index.short_videos must be 'drop' or 'loop', got {short_videos!r}")
     checks = check_videos(videos, workers=workers)
@@ -139,7 +143,7 @@ def build_index(
         if check.problem:
             dropped.append((video.video_id, video.split, check.problem, "index"))
             continue
-        if check.n_frames < min_frames and short_videos == "drop":
+        if check.n_frames < min_frames and short_videos == "drop" and video.split == "train":
             reason = f"too short: {check.n_frames} frames < index.min_frames {min_frames}"
             dropped.append((video.video_id, video.split, reason, "index"))
             continue

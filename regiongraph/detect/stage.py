@@ -3,8 +3,8 @@
 For each video of the shard, :func:`regiongraph.dataset.sampling.sample_clip_frames` gives the
 clip's box frames (every second of the ``num_frames`` clip frames, as the features stage
 uses them); the chosen backend gives up to ``per_frame`` boxes on each, written as
-docs/formats.md says. A video whose box frames do not decode is listed in
-``index/dropped.csv`` (stage ``boxes``) and left out; the shard still completes.
+docs/formats.md says. A video whose box frames do not decode is left out and recorded in the
+shard's ``dropped`` attribute (stage ``boxes``); the shard still completes.
 
 Detector backends decode frames in a few threads ahead of the model and batch frames across
 videos (``batch_size`` frames per forward pass), so that a GPU is not left waiting.
@@ -33,7 +33,7 @@ from regiongraph.dataset.frames import (
 )
 from regiongraph.dataset.sampling import sample_clip_frames
 from regiongraph.detect.boxes import VideoBoxes
-from regiongraph.io import file_checksum, record_dropped, shard_writer
+from regiongraph.io import file_checksum, record_shard_drops, shard_writer
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class BoxSettings:
     backend: str = "annotations"
     per_frame: int = 10
     weights: str | None = None
+    sha256: str | None = None
     arch: str = "fasterrcnn_resnet50_fpn"
     detectron2_config: str = "COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"
     source: str = "detections"
@@ -101,7 +102,7 @@ def resolve_weights(settings: BoxSettings, weights_cache: str | os.PathLike) -> 
             f"boxes.weights is not set: the {settings.backend} backend needs trained weights; {where}"
         )
     try:
-        return fetch_weights(settings.weights, weights_cache)
+        return fetch_weights(settings.weights, weights_cache, sha256=settings.sha256)
     except FileNotFoundError as error:
         raise FileNotFoundError(
             f"boxes.weights: {settings.weights} does not exist; {where}"
@@ -146,7 +147,6 @@ def extract_boxes_shard(
     index_path: str | os.PathLike,
     shard: int,
     output: str | os.PathLike,
-    dropped_path: str | os.PathLike,
     settings: BoxSettings,
     num_frames: int,
     frame_stride: int,
@@ -169,7 +169,6 @@ def extract_boxes_shard(
         split=str(index["split"].iloc[0]) if len(index) else "",
         shard=int(shard),
         output=Path(output),
-        dropped_path=Path(dropped_path),
         per_frame=settings.per_frame,
         box_frames_per_video=num_frames // BOX_EVERY,
     )
@@ -203,11 +202,11 @@ class _ShardJob:
     split: str
     shard: int
     output: Path
-    dropped_path: Path
     per_frame: int
     box_frames_per_video: int
     clips: dict = field(default_factory=dict)
     counts: dict = field(default_factory=lambda: {"videos": 0, "dropped": 0, "unannotated": 0})
+    dropped: list = field(default_factory=list)
 
     @property
     def desc(self) -> str:
@@ -216,7 +215,7 @@ class _ShardJob:
     def drop(self, video_id: str, error: CorruptFrameError) -> None:
         log.warning("%s: dropped (%s)", video_id, error)
         row = {"video_id": video_id, "split": self.split, "reason": str(error), "stage": "boxes"}
-        record_dropped(self.dropped_path, [row])
+        self.dropped.append(row)
         self.counts["dropped"] += 1
 
     def write(self, handle, video_id: str, found: VideoBoxes, height: int, width: int) -> None:
@@ -247,6 +246,7 @@ def _annotation_shard(job: _ShardJob, settings, recorded, box_annotations, index
         "arch",
         "detectron2_config",
         "weights",
+        "sha256",
         "min_size",
         "max_size",
         "nms_iou",
@@ -277,6 +277,7 @@ def _annotation_shard(job: _ShardJob, settings, recorded, box_annotations, index
             height, width = int(row.height), int(row.width)
             found = annotations.video_boxes(row.video_id, box_frames, height, width, job.per_frame)
             job.write(handle, row.video_id, found, height, width)
+        record_shard_drops(handle, job.dropped)
     return job.counts
 
 
@@ -341,6 +342,7 @@ def _detector_shard(job: _ShardJob, settings, recorded, device, weights_cache, i
                 flush()
         if pending:
             flush()
+        record_shard_drops(handle, job.dropped)
     return job.counts
 
 

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from regiongraph.features.clips import ClipDataset, ClipSettings, resolve_device, to_network_input
 from regiongraph.features.weights import load_weights
-from regiongraph.io import file_checksum, record_dropped, shard_writer
+from regiongraph.io import file_checksum, record_shard_drops, shard_writer
 from regiongraph.models.i3d import FEATURE_DIM, I3DResNet, build_backbone, global_average_pool
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,6 @@ def cache_features_shard(
     boxes_path: str | os.PathLike,
     boxes_backend: str,
     flow_path: str | os.PathLike | None = None,
-    dropped_path: str | os.PathLike | None = None,
     device: str = "auto",
     batch_size: int = 8,
     workers: int = 2,
@@ -165,8 +164,8 @@ def cache_features_shard(
 ) -> dict[str, int]:
     """Write the features shard ``output`` for shard ``shard`` of ``index_path``.
 
-    Returns counts: ``videos`` written and ``dropped`` (frames or flow unreadable; listed in
-    ``dropped_path`` with stage ``features``).
+    Returns counts: ``videos`` written and ``dropped`` (frames or flow unreadable; recorded in
+    the shard with stage ``features``).
     """
     if clip.training:
         raise ValueError("feature caching samples clips in evaluation mode (training=False)")
@@ -216,22 +215,23 @@ def cache_features_shard(
     }
     t_box = clip.num_frames // 2
     counts = {"videos": 0, "dropped": 0}
+    dropped: list[dict[str, str]] = []
     desc = f"features {clip.stream} {split} shard {int(shard):03d}"
     log.info("%s: %d videos on %s, batch %d, %d workers", desc, len(rows), dev, batch_size, workers)
     with shard_writer(output, "features", settings, inputs) as handle, torch.inference_mode():
         writer = FeatureShardWriter(handle, t_box, clip.per_frame)
         with tqdm(total=len(rows), desc=desc, unit="video") as bar:
             for batch in loader:
-                failed = [e for e in batch["error"] if e]
-                if failed:
-                    _record_failures(batch, split, dropped_path)
-                    counts["dropped"] += len(failed)
+                failures = _failures(batch, split)
+                dropped += failures
+                counts["dropped"] += len(failures)
                 keep = torch.tensor([not e for e in batch["error"]])
                 if keep.any():
                     columns = _forward(model, batch, keep, clip, backbone, dev)
                     writer.append(columns)
                     counts["videos"] += int(keep.sum())
                 bar.update(len(batch["video_id"]))
+        record_shard_drops(handle, dropped)
     dataset.close()
     log.info("%s: %d videos written, %d dropped", desc, counts["videos"], counts["dropped"])
     return counts
@@ -260,7 +260,7 @@ def _forward(model, batch, keep, clip: ClipSettings, backbone: BackboneSettings,
     }
 
 
-def _record_failures(batch, split: str, dropped_path) -> None:
+def _failures(batch, split: str) -> list[dict[str, str]]:
     rows = []
     for video_id, error in zip(batch["video_id"], batch["error"], strict=True):
         if error:
@@ -268,5 +268,4 @@ def _record_failures(batch, split: str, dropped_path) -> None:
             rows.append(
                 {"video_id": video_id, "split": split, "reason": error, "stage": "features"}
             )
-    if dropped_path is not None:
-        record_dropped(dropped_path, rows)
+    return rows

@@ -5,10 +5,14 @@ frozen Kinetics backbone is a large part of the public reproductions' gap. Clips
 as for the features (``sample_clip_frames``) with a random temporal offset and a random crop,
 and never flipped: Something-Something labels depend on direction ("from left to right").
 
-Checkpoints (``{checkpoint_dir}/epoch-{n}.pt``) hold everything to resume: model, optimiser,
-scheduler, gradient scaler, RNG state, epoch and the resolved settings; a rerun resumes from
-the newest one, and refuses one written under other settings. Clip randomness depends only on
-(seed, epoch, video), so a resumed run gives the same weights as an uninterrupted one.
+Checkpoints (``{checkpoint_dir}/epoch-{n}.pt``, :mod:`regiongraph.train.checkpoints`) hold
+everything to resume: model, optimiser, scheduler, gradient scaler, RNG states, epoch, and the
+run's fingerprint: the input weights' SHA-256, the train videos (ids, labels, frame counts),
+the raw frames' source (the extracted archive parts' SHA-256), the flow shards' content
+digests and every setting that changes the result. A rerun resumes the newest checkpoint of
+the same run; another run's checkpoints are moved aside and fine-tuning starts afresh, saying
+so. Clip randomness depends only on (seed, epoch, video), so a resumed run gives the same
+weights as an uninterrupted one.
 
 With ``epochs = 0`` the input weights are copied through, so the features stage always reads
 ``weights/finetuned/{stream}.pt``.
@@ -16,9 +20,9 @@ With ``epochs = 0`` the input weights are copied through, so the features stage 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,12 +37,22 @@ from tqdm import tqdm
 from regiongraph.features.cache import BackboneSettings, load_backbone
 from regiongraph.features.clips import ClipDataset, ClipSettings, resolve_device, to_network_input
 from regiongraph.features.weights import load_weights, save_weights
-from regiongraph.io import atomic_path, file_checksum
+from regiongraph.io import file_checksum, shard_digest
 from regiongraph.models.i3d import I3DClassifier, freeze_batchnorm
+from regiongraph.train.checkpoints import (
+    epoch_checkpoint,
+    ids_digest,
+    resume_run,
+    rng_states,
+    run_state,
+    save_checkpoint,
+    set_rng_states,
+)
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = re.compile(r"^epoch-(\d+)\.pt$")
+# Settings that change how a run goes, not what it computes.
+OPERATIONAL_SETTINGS = ("workers",)
 
 
 @dataclass(frozen=True)
@@ -50,10 +64,45 @@ class FinetuneSettings:
     batch_size: int = 8
     freeze_bn: bool = True
     weight_decay: float = 1e-4
+    clip_grad_norm: float | None = 40.0
     momentum: float = 0.9
     dropout: float = 0.5
     workers: int = 2
     seed: int = 0
+
+
+def finetune_record(
+    videos: pd.DataFrame,
+    num_classes: int,
+    weights_in: str | os.PathLike,
+    clip: ClipSettings,
+    backbone: BackboneSettings,
+    settings: FinetuneSettings,
+    flow_paths: Mapping[int, str | os.PathLike] | None = None,
+    manifest_path: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """What a fine-tuning run is started from (its fingerprint's content)."""
+    rows = videos.sort_values("video_id", kind="stable")
+    frames = json.loads(Path(manifest_path).read_text()).get("parts") if manifest_path else None
+    return {
+        "finetune": {
+            k: v for k, v in asdict(settings).items() if k not in OPERATIONAL_SETTINGS
+        },
+        "clip": asdict(clip),
+        "backbone": asdict(backbone),
+        "num_classes": num_classes,
+        "weights_in": file_checksum(weights_in),
+        "videos": {
+            "count": len(rows),
+            "digest": ids_digest(
+                rows[["video_id", "label_index", "n_frames", "height", "width"]]
+                .astype(str)
+                .agg(",".join, axis=1)
+            ),
+        },
+        "frames": frames,
+        "flow": {int(k): shard_digest(v) for k, v in sorted((flow_paths or {}).items())},
+    }
 
 
 def finetune_backbone(
@@ -68,8 +117,13 @@ def finetune_backbone(
     flow_paths: Mapping[int, str | os.PathLike] | None = None,
     device: str = "auto",
     on_epoch_end: Callable[[int], None] | None = None,
+    manifest_path: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune, checkpointing every epoch; write the backbone weights to ``weights_out``."""
+    """Fine-tune, checkpointing every epoch; write the backbone weights to ``weights_out``.
+
+    ``manifest_path`` (``raw/manifest.json``) identifies the raw frames the clips are read
+    from, so that a re-extracted archive starts a new run.
+    """
     state, meta = load_weights(weights_in, expect={"arch": backbone.arch, "stream": clip.stream})
     if settings.epochs == 0:
         log.info("backbone.finetune.epochs is 0: %s is used as it is", weights_in)
@@ -80,6 +134,11 @@ def finetune_backbone(
     dev = resolve_device(device)
     videos = pd.read_parquet(index_path)
     num_classes = len(pd.read_csv(labels_path))
+    run = run_state(
+        finetune_record(
+            videos, num_classes, weights_in, clip, backbone, settings, flow_paths, manifest_path
+        )
+    )
     torch.manual_seed(settings.seed)  # the head's init; a resumed run restores the RNG state
     model = I3DClassifier(
         load_backbone(weights_in, backbone, clip.stream), num_classes, settings.dropout
@@ -97,15 +156,16 @@ def finetune_backbone(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs)
     amp = dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    resolved = {
-        "finetune": asdict(settings),
-        "clip": asdict(clip),
-        "backbone": asdict(backbone),
-        "num_classes": num_classes,
-        "weights_in": file_checksum(weights_in),
-    }
     checkpoint_dir = Path(checkpoint_dir)
-    start = resume(checkpoint_dir, resolved, model, optimizer, scheduler, scaler)
+    start = 0
+    resumed = resume_run(checkpoint_dir, run["record"], what=f"fine-tuning {clip.stream}")
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        scaler.load_state_dict(resumed["scaler"])
+        set_rng_states(resumed["rng"])
+        start = int(resumed["epoch"])
     dataset = ClipDataset(videos, clip, flow_paths=flow_paths)
     history = []
     for epoch in range(start, settings.epochs):
@@ -120,33 +180,43 @@ def finetune_backbone(
             pin_memory=amp,
             drop_last=len(dataset) > settings.batch_size,
         )
-        loss = train_one_epoch(model, loader, optimizer, scaler, clip, dev, amp, epoch)
+        loss = train_one_epoch(model, loader, optimizer, scaler, clip, dev, amp, epoch, settings)
         scheduler.step()
         history.append(loss)
         log.info("finetune epoch %d/%d: loss %.4f", epoch + 1, settings.epochs, loss)
         save_checkpoint(
-            checkpoint_dir / f"epoch-{epoch + 1}.pt",
-            model,
-            optimizer,
-            scheduler,
-            scaler,
-            epoch + 1,
-            resolved,
+            epoch_checkpoint(checkpoint_dir, epoch + 1),
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "epoch": epoch + 1,
+                "rng": rng_states(),
+                **run,
+            },
         )
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1)
     dataset.close()
     backbone_state = {k: v.detach().cpu() for k, v in model.backbone.state_dict().items()}
-    save_weights(weights_out, backbone_state, {**meta, "finetune_epochs": settings.epochs})
+    save_weights(
+        weights_out,
+        backbone_state,
+        {**meta, "finetune_epochs": settings.epochs, "finetune_fingerprint": run["fingerprint"]},
+    )
     return {"epochs": settings.epochs, "losses": history}
 
 
 def train_one_epoch(
-    model, loader, optimizer, scaler, clip: ClipSettings, dev, amp: bool, epoch: int
+    model, loader, optimizer, scaler, clip: ClipSettings, dev, amp: bool, epoch: int,
+    settings: FinetuneSettings,
 ):
+    """One epoch of SGD over ``loader``; the mean loss. A loss that is not finite stops the
+    run (a diverged backbone must never reach the features)."""
     model.train()
     total, count = 0.0, 0
-    for batch in tqdm(loader, desc=f"finetune epoch {epoch + 1}", unit="batch"):
+    for step, batch in enumerate(tqdm(loader, desc=f"finetune epoch {epoch + 1}", unit="batch")):
         keep = torch.tensor([not e for e in batch["error"]])
         if not keep.any():
             continue
@@ -154,66 +224,19 @@ def train_one_epoch(
         labels = batch["label_index"][keep].to(dev)
         with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
             loss = F.cross_entropy(model(x), labels)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"fine-tuning {clip.stream} diverged: the loss is {loss.detach().item()} at epoch "
+                f"{epoch + 1}, step {step + 1}; lower backbone.finetune.lr ({settings.lr}) or "
+                f"backbone.finetune.clip_grad_norm ({settings.clip_grad_norm})"
+            )
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        if settings.clip_grad_norm is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_grad_norm)
         scaler.step(optimizer)
         scaler.update()
         total += loss.item() * len(labels)
         count += len(labels)
     return total / max(count, 1)
-
-
-def save_checkpoint(path, model, optimizer, scheduler, scaler, epoch: int, resolved: dict) -> None:
-    state = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
-        "epoch": epoch,
-        "rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "settings": resolved,
-    }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
-    found = [
-        (int(m.group(1)), p)
-        for p in checkpoint_dir.glob("epoch-*.pt")
-        if (m := CHECKPOINT.match(p.name))
-    ]
-    return max(found)[1] if found else None
-
-
-def resume(checkpoint_dir: Path, resolved: dict, model, optimizer, scheduler, scaler) -> int:
-    """Load the newest checkpoint in ``checkpoint_dir``; return the epoch to start from."""
-    path = latest_checkpoint(checkpoint_dir)
-    if path is None:
-        return 0
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state["settings"] != resolved:
-        diffs = _diff(state["settings"], resolved)
-        raise ValueError(
-            f"{path}: checkpoint was written under other settings ({'; '.join(diffs)}); "
-            f"delete {checkpoint_dir} to fine-tune from scratch"
-        )
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    scaler.load_state_dict(state["scaler"])
-    torch.set_rng_state(state["rng"])
-    if state["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    log.info("resumed fine-tuning from %s (epoch %d)", path, state["epoch"])
-    return int(state["epoch"])
-
-
-def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new)):
-            out += _diff(old.get(key), new.get(key), f"{prefix}{key}.")
-        return out
-    return [] if old == new else [f"{prefix.rstrip('.')}: checkpoint {old!r}, now {new!r}"]

@@ -4,8 +4,8 @@
 computes the flow between consecutive grayscale frames of each video with the configured
 backend, quantises it and writes ``flow/{split}/shard-{k}.h5`` atomically
 (:func:`regiongraph.io.shard_writer`). A video that cannot be processed (a frame that does
-not decode, a single frame) is listed in ``index/dropped.csv`` with the reason and skipped;
-the shard still completes. Output is deterministic: rerunning on the same inputs writes the
+not decode, a single frame) is skipped and recorded with its reason in the shard's
+``dropped`` attribute (gathered into ``index/dropped.csv``); the shard still completes. Output is deterministic: rerunning on the same inputs writes the
 same flow datasets byte for byte.
 
 * ``opencv``: one single-threaded OpenCV solver per worker process, ``workers`` processes,
@@ -36,7 +36,7 @@ from regiongraph.dataset.index import read_index, shard_rows
 from regiongraph.flow.params import TVL1Params, check_kernel
 from regiongraph.flow.quantize import quantize_flow
 from regiongraph.flow.storage import FLOW_STAGE, check_video_id, write_video_flow
-from regiongraph.io import record_dropped, shard_writer
+from regiongraph.io import record_shard_drops, shard_writer
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,6 @@ def compute_flow_shard(
     index_path: str | os.PathLike,
     shard: int,
     output: str | os.PathLike,
-    dropped_path: str | os.PathLike,
     *,
     backend: str = "opencv",
     bound: float = 20.0,
@@ -256,8 +255,8 @@ def compute_flow_shard(
 ) -> dict[str, int]:
     """Compute the flow shard ``output`` for the index rows of shard ``shard``.
 
-    Returns counts (``videos`` written, ``dropped``, ``pairs``). Dropped videos are appended
-    to ``dropped_path`` (stage ``flow``) before the shard is marked complete.
+    Returns counts (``videos`` written, ``dropped``, ``pairs``). Dropped videos are recorded
+    in the shard (stage ``flow``) before it is marked complete.
     """
     params = TVL1Params.from_config(tvl1)
     settings = flow_settings(backend, bound, params, kernel)
@@ -314,7 +313,7 @@ def compute_flow_shard(
             counts["pairs"] += result.flow.shape[0]
         handle.attrs["n_videos"] = counts["videos"]
         handle.attrs["n_dropped"] = counts["dropped"]
-        record_dropped(dropped_path, dropped)
+        record_shard_drops(handle, dropped)
     elapsed = time.perf_counter() - start
     log.info(
         "%s: %d videos, %d pairs, %d dropped in %.1f s (%.1f pairs/s, backend %s)",

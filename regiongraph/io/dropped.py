@@ -1,22 +1,24 @@
-"""``index/dropped.csv``: every video left out, by any stage, with its reason.
+"""Videos left out, with the stage and the reason: per stage, then gathered in one table.
 
-The index stage writes the file; later stages (flow, boxes, features) append the videos they
-could not process (a JPEG that fails to decode, say) under an exclusive lock, so that parallel
-shard jobs never interleave rows. Appending is idempotent: a row already present (same
-video, split, stage and reason) is not written twice when a job is rerun.
+Each stage reports the videos it leaves out in its own output: the split and index stages in
+``split/dropped.csv`` and ``index/index-dropped.csv``, the per-shard stages (flow, boxes,
+features) in a ``dropped`` attribute of the shard they write
+(:func:`regiongraph.io.shards.record_shard_drops`). The ``dropped`` rule gathers all of them
+into ``index/dropped.csv`` (:func:`merge_dropped`); no job ever appends to another stage's
+output. :func:`summarise_dropped` is what the console shows at the end of a run.
 """
 
 from __future__ import annotations
 
-import csv
-import fcntl
 import os
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
 DROPPED_COLUMNS = ["video_id", "split", "reason", "stage"]
+STAGE_ORDER = ("split", "index", "flow", "boxes", "features")
 
 
 def read_dropped(path: str | os.PathLike) -> pd.DataFrame:
@@ -26,26 +28,39 @@ def read_dropped(path: str | os.PathLike) -> pd.DataFrame:
     return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
-def record_dropped(path: str | os.PathLike, rows: Iterable[Mapping[str, str]]) -> int:
-    """Append ``rows`` (dicts with ``DROPPED_COLUMNS``) to ``path``; return how many were new."""
-    rows = [{key: str(row.get(key, "")) for key in DROPPED_COLUMNS} for row in rows]
-    if not rows:
-        return 0
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+", newline="") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            handle.seek(0)
-            existing = {tuple(r[k] for k in DROPPED_COLUMNS) for r in csv.DictReader(handle)}
-            new = [r for r in rows if tuple(r.values()) not in existing]
-            handle.seek(0, os.SEEK_END)
-            writer = csv.DictWriter(handle, fieldnames=DROPPED_COLUMNS)
-            if handle.tell() == 0:
-                writer.writeheader()
-            writer.writerows(new)
-            handle.flush()
-            os.fsync(handle.fileno())
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-    return len(new)
+def merge_dropped(tables: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """One table of every drop, in stage order, each (video, split, stage, reason) once."""
+    frames = [table[DROPPED_COLUMNS].astype(str) for table in tables if len(table)]
+    if not frames:
+        return pd.DataFrame(columns=DROPPED_COLUMNS)
+    merged = pd.concat(frames, ignore_index=True).drop_duplicates()
+    rank = {stage: i for i, stage in enumerate(STAGE_ORDER)}
+    order = merged["stage"].map(lambda stage: rank.get(stage, len(rank)))
+    return merged.assign(_order=order).sort_values(["_order"], kind="stable").drop(
+        columns="_order"
+    ).reset_index(drop=True)
+
+
+def reason_kind(reason: str) -> str:
+    """A reason without the file, line and number details: ``unknown label 'X'``,
+    ``too short``, ``missing frame``, ``zero-byte JPEG`` ..."""
+    kind = re.split(r" \(|: |\s+\d", reason, maxsplit=1)[0]
+    return kind.strip() or reason
+
+
+def summarise_dropped(table: pd.DataFrame, most: int = 8) -> list[str]:
+    """Console lines: how many videos each stage dropped, and why, most frequent first."""
+    if table.empty:
+        return []
+    lines = [f"{len(table)} videos were left out (details: the table's reason column):"]
+    counts = (
+        table.assign(kind=table["reason"].map(reason_kind))
+        .groupby(["stage", "split", "kind"], sort=False)
+        .size()
+        .sort_values(ascending=False, kind="stable")
+    )
+    for (stage, split, kind), count in counts.head(most).items():
+        lines.append(f"  {count:6d}  {stage:<8} {split:<10} {kind}")
+    if len(counts) > most:
+        lines.append(f"  ... and {len(counts) - most} more kinds of reason")
+    return lines

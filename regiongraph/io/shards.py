@@ -2,8 +2,11 @@
 
 Every stage that writes ``{stage}/{split}/shard-{k}.h5`` goes through :func:`shard_writer`:
 the file is written under a temporary name, its root attributes record what produced it
-(``stage``, the stage's settings as JSON, the code version, the inputs' sizes) and
-``complete = True`` is set last, before the rename. :func:`open_shard` opens read-only,
+(``stage``, the stage's settings as JSON, the code version, the inputs' sizes), the videos the
+job left out (``dropped``) and a SHA-256 of everything it holds (``content_digest``), and
+``complete = True`` is set last, before the rename. A later stage that must know whether its
+inputs changed (a resumed training run) compares content digests, which stay the same when a
+shard is rewritten with the same data and change with any byte of it. :func:`open_shard` opens read-only,
 refuses a file without ``complete`` (a shard left half-written by a killed job under an old
 non-atomic writer, or copied partially), and refuses one whose recorded settings disagree with
 what the reader expects, naming both.
@@ -22,11 +25,18 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+import numpy as np
 
 from regiongraph import __version__
 from regiongraph.io.atomic import atomic_path
+from regiongraph.io.dropped import DROPPED_COLUMNS
 
 log = logging.getLogger(__name__)
+
+
+# Root attributes that describe how a shard was made rather than what it holds.
+PROVENANCE_ATTRIBUTES = ("stage", "settings", "code_version", "inputs", "complete", "content_digest")
+DROPPED_ATTRIBUTE = "dropped"
 
 
 class ShardMismatchError(ValueError):
@@ -72,6 +82,76 @@ def _encode(value: Any) -> Any:
     return value
 
 
+def _hash_attributes(digest, obj: h5py.HLObject, skip: tuple[str, ...] = ()) -> None:
+    for key in sorted(obj.attrs):
+        if key not in skip:
+            digest.update(f"@{key}={_encode_attribute(obj.attrs[key])}".encode())
+
+
+def _encode_attribute(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return json.dumps(value.tolist(), default=str)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return json.dumps(value, default=str) if not isinstance(value, str) else value
+
+
+def _hash_dataset(digest, dataset: h5py.Dataset) -> None:
+    digest.update(f"{dataset.name}:{dataset.dtype.str}:{dataset.shape}".encode())
+    if dataset.dtype.kind == "O" or h5py.check_string_dtype(dataset.dtype) is not None:
+        # variable-length strings: the stored bytes are heap references; hash the values
+        for value in dataset.asstr()[()].reshape(-1).tolist():
+            digest.update(value.encode("utf-8") + b"\0")
+    elif dataset.chunks is not None:
+        # the stored chunks as they are (compressed ones too): no decompression needed
+        dataset_id = dataset.id
+        for i in range(dataset_id.get_num_chunks()):
+            info = dataset_id.get_chunk_info(i)
+            _, raw = dataset_id.read_direct_chunk(info.chunk_offset)
+            digest.update(f"{info.chunk_offset}".encode())
+            digest.update(raw)
+    else:
+        digest.update(np.ascontiguousarray(dataset[()]).tobytes())
+    _hash_attributes(digest, dataset)
+
+
+def content_digest(handle: h5py.File) -> str:
+    """SHA-256 over every group, dataset and attribute of ``handle`` except the provenance
+    attributes, in name order: equal for shards that hold the same data."""
+    digest = hashlib.sha256()
+    _hash_attributes(digest, handle, PROVENANCE_ATTRIBUTES)
+    names: list[str] = []
+    handle.visit(names.append)
+    for name in sorted(names):
+        obj = handle[name]
+        if isinstance(obj, h5py.Dataset):
+            _hash_dataset(digest, obj)
+        else:
+            digest.update(f"{obj.name}/".encode())
+            _hash_attributes(digest, obj)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def record_shard_drops(handle: h5py.File, rows: list[Mapping[str, str]]) -> None:
+    """Store the videos this job left out (``video_id``, ``split``, ``reason``, ``stage``) in
+    the shard itself; the ``dropped`` rule gathers them into ``index/dropped.csv``."""
+    handle.attrs[DROPPED_ATTRIBUTE] = json.dumps(
+        [{key: str(row.get(key, "")) for key in DROPPED_COLUMNS} for row in rows]
+    )
+
+
+def shard_drops(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The videos a finished shard's job left out (see :func:`record_shard_drops`)."""
+    with open_shard(path) as handle:
+        return json.loads(handle.attrs.get(DROPPED_ATTRIBUTE, "[]"))
+
+
+def shard_digest(path: str | os.PathLike) -> str:
+    """The ``content_digest`` a finished shard records."""
+    with open_shard(path) as handle:
+        return str(handle.attrs["content_digest"])
+
+
 @contextlib.contextmanager
 def shard_writer(
     path: str | os.PathLike,
@@ -89,6 +169,8 @@ def shard_writer(
                 handle.attrs["inputs"] = json.dumps(input_summary(inputs or {}), sort_keys=True)
                 handle.attrs["complete"] = False
                 yield handle
+                handle.flush()
+                handle.attrs["content_digest"] = content_digest(handle)
                 handle.attrs["complete"] = True
                 handle.flush()
             except OSError as error:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from regiongraph.io import ShardMismatchError, open_shard, shard_settings
+from regiongraph.io import ShardMismatchError, content_digest, open_shard, shard_settings
 
 FEATURE_STAGE = "features"
 FEATURE_ARRAYS = ("global", "roi", "boxes", "mask")
@@ -72,6 +72,7 @@ class FeatureShardDataset(Dataset):
         rows: list[np.ndarray] = []
         self.settings: dict[str, Any] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
+        self.digests: list[str] = []  # each shard's content digest, in order
         reference: Path | None = None
         for shard, path in enumerate(self.paths):
             with open_shard(path, stage=FEATURE_STAGE, expect=expect) as handle:
@@ -87,6 +88,12 @@ class FeatureShardDataset(Dataset):
                 shard_labels = handle["label_index"][()].astype(np.int64)
                 shapes = {name: tuple(handle[name].shape[1:]) for name in FEATURE_ARRAYS}
                 dtypes = {name: handle[name].dtype for name in FEATURE_ARRAYS}
+                # shards from before digests were recorded: compute it (reads the file once)
+                self.digests.append(
+                    str(handle.attrs["content_digest"])
+                    if "content_digest" in handle.attrs
+                    else content_digest(handle)
+                )
             if reference is None:
                 reference, self.settings, self.shapes, self.dtypes = path, settings, shapes, dtypes
             else:

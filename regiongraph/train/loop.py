@@ -15,10 +15,12 @@ and from Python::
 
 ``out_dir/checkpoints/epoch-{n}.pt`` holds everything to resume after epoch ``n`` (model,
 optimiser, scheduler, the python/numpy/torch RNG states, the log so far, the best validation
-top-1, the resolved settings); a rerun resumes from the latest one (or ``resume_from``), and
-refuses a checkpoint of another architecture, class count or feature set, or one trained under
-other settings, saying which. ``out_dir/train_log.csv`` has one row per epoch;
-``out_dir/model.pt`` the final weights and what is needed to rebuild the head.
+top-1, the resolved settings) and the run's fingerprint: the content digests of its feature
+shards, its video ids and every setting that changes the result
+(:mod:`regiongraph.train.checkpoints`). A rerun resumes the latest checkpoint of the same run;
+checkpoints of another run (new features, a changed setting) are moved aside and training
+starts afresh, saying so. ``out_dir/train_log.csv`` has one row per epoch; ``out_dir/model.pt``
+the final weights, the fingerprint, and what is needed to rebuild the head.
 """
 
 from __future__ import annotations
@@ -39,8 +41,18 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from regiongraph.io import atomic_path, write_csv
+from regiongraph.io import write_csv
 from regiongraph.models.gcn import MODEL_NAMES, build_head, set_input_statistics
+from regiongraph.train.checkpoints import (
+    epoch_checkpoint,
+    ids_digest,
+    keep_latest,
+    resume_run,
+    rng_states,
+    run_state,
+    save_checkpoint,
+    set_rng_states,
+)
 from regiongraph.train.data import (
     SHARED_SETTINGS,
     FeatureShardDataset,
@@ -62,8 +74,9 @@ LOG_COLUMNS = [
     "lr",
     "seconds",
 ]
-# Settings that may differ between the run that wrote a checkpoint and the one resuming it.
-RESUMABLE_CHANGES = ("device", "num_workers", "resume_from", "keep_checkpoints")
+# Settings that only change how a run goes, not what it computes: they may differ between the
+# run that wrote a checkpoint and the one resuming it.
+OPERATIONAL_SETTINGS = ("device", "num_workers", "resume_from", "keep_checkpoints")
 
 
 @dataclass
@@ -248,86 +261,6 @@ def evaluate(
     return Predictions(stats, video_ids, all_labels.numpy(), all_logits.numpy())
 
 
-def _rng_states() -> dict[str, Any]:
-    kind, keys, position, has_gauss, gauss = np.random.get_state()
-    states = {
-        "python": random.getstate(),
-        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def _set_rng_states(states: dict[str, Any]) -> None:
-    random.setstate(_as_tuples(states["python"]))
-    kind, keys, position, has_gauss, gauss = states["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def _as_tuples(value: Any) -> Any:
-    if isinstance(value, list | tuple):
-        return tuple(_as_tuples(v) for v in value)
-    return value
-
-
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write ``state`` with ``torch.save`` to a temporary name, then rename it into place."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def checkpoint_epochs(directory: str | Path) -> list[int]:
-    """Epochs with a finished checkpoint ``epoch-{n}.pt`` in ``directory``, ascending."""
-    epochs = []
-    for path in Path(directory).glob("epoch-*.pt"):
-        try:
-            epochs.append(int(path.stem.removeprefix("epoch-")))
-        except ValueError:
-            continue
-    return sorted(epochs)
-
-
-def load_checkpoint(
-    path: str | Path,
-    architecture: dict[str, Any],
-    features: dict[str, Any],
-    settings: TrainSettings,
-) -> dict[str, Any]:
-    """Load a checkpoint and refuse it, saying why, if it belongs to another run."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for part, wanted, what in (
-        ("architecture", architecture, "checkpoint of another model"),
-        ("features", features, "checkpoint trained on other features"),
-    ):
-        problems = [
-            f"{key} is {state[part].get(key)!r} there but {value!r} now"
-            for key, value in wanted.items()
-            if state[part].get(key) != value
-        ]
-        if problems:
-            raise ValueError(f"{path}: {what}: " + "; ".join(problems))
-    then, now = state["settings"], asdict(settings)
-    ignored = set(RESUMABLE_CHANGES)
-    if settings.lr_schedule != "cosine":
-        ignored.add("epochs")  # a step or constant schedule can be extended
-    problems = [
-        f"{key} is {then.get(key)!r} there but {value!r} now"
-        for key, value in now.items()
-        if key not in ignored and then.get(key) != value
-    ]
-    if problems:
-        raise ValueError(
-            f"{path}: checkpoint trained under other settings ({'; '.join(problems)}); restore "
-            f"them, or train afresh (gcn.resume_from: 0, or delete {Path(path).parent})"
-        )
-    return state
-
-
 def _architecture(
     settings: TrainSettings, dataset: FeatureShardDataset, num_classes: int
 ) -> dict[str, Any]:
@@ -413,6 +346,101 @@ def load_datasets(
     return train_set, val_set
 
 
+def run_record(
+    settings: TrainSettings,
+    train_set: FeatureShardDataset,
+    val_set: FeatureShardDataset,
+    architecture: dict[str, Any],
+) -> dict[str, Any]:
+    """What a training run is started from (:mod:`regiongraph.train.checkpoints`): the
+    settings that change its result, the head, and per split the feature shards' content
+    digests and the video ids."""
+    return {
+        "settings": {
+            key: value
+            for key, value in asdict(settings).items()
+            if key not in OPERATIONAL_SETTINGS
+        },
+        "architecture": architecture,
+        **{
+            name: {
+                "shards": dataset.digests,
+                "videos": len(dataset),
+                "video_ids": ids_digest(dataset.video_ids),
+            }
+            for name, dataset in (("train", train_set), ("validation", val_set))
+        },
+    }
+
+
+@dataclass
+class TrainingRun:
+    """The state of one run as it goes: what a checkpoint saves and restores."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    epoch: int = 0
+    best_top1: float = -1.0
+    best_epoch: int = 0
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_states(state["rng"])
+        self.epoch = int(state["epoch"])
+        self.rows = [row for row in state["log"] if row["epoch"] <= self.epoch]
+        self.best_top1, self.best_epoch = state["best_top1"], state["best_epoch"]
+
+    def checkpoint(self, run: dict[str, Any], architecture, features, settings) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_states(),
+            "best_top1": self.best_top1,
+            "best_epoch": self.best_epoch,
+            "architecture": architecture,
+            "features": features,
+            "settings": asdict(settings),
+            "log": self.rows,
+            **run,
+        }
+
+
+def _new_run(
+    settings: TrainSettings, architecture: dict[str, Any], train_set: FeatureShardDataset, device
+) -> TrainingRun:
+    _seed_everything(settings.seed)
+    model = build_model(architecture, settings.dropout)
+    if settings.standardise:
+        set_input_statistics(model, feature_statistics(train_set))
+    model = model.to(device)
+    optimizer = _optimizer(model, settings)
+    steps_per_epoch = math.ceil(len(train_set) / settings.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, LearningRateSchedule(settings, steps_per_epoch)
+    )
+    return TrainingRun(model, optimizer, scheduler)
+
+
+def _epoch_row(epoch, train_stats: EpochStats, val_stats: EpochStats, lr, started) -> dict:
+    return {
+        "epoch": epoch,
+        "train_loss": train_stats.loss,
+        "train_top1": train_stats.top1,
+        "train_top5": train_stats.top5,
+        "val_loss": val_stats.loss,
+        "val_top1": val_stats.top1,
+        "val_top5": val_stats.top5,
+        "lr": lr,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
 def train_model(
     settings: TrainSettings,
     train_paths: Sequence[str | Path],
@@ -429,43 +457,16 @@ def train_model(
     device = resolve_device(settings.device)
     architecture = _architecture(settings, train_set, num_classes)
     features = {key: train_set.settings.get(key) for key in SHARED_SETTINGS}
+    run = run_state(run_record(settings, train_set, val_set, architecture))
 
-    _seed_everything(settings.seed)
-    model = build_model(architecture, settings.dropout)
-    if settings.standardise:
-        set_input_statistics(model, feature_statistics(train_set))
-    model = model.to(device)
-    optimizer = _optimizer(model, settings)
-    steps_per_epoch = math.ceil(len(train_set) / settings.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, LearningRateSchedule(settings, steps_per_epoch)
-    )
-    rows: list[dict[str, Any]] = []
-    start_epoch, best_top1, best_epoch = 1, -1.0, 0
-
-    available = checkpoint_epochs(checkpoint_dir)
-    resume = (
-        settings.resume_from
-        if settings.resume_from is not None
-        else (available[-1] if available else None)
-    )
-    if resume is not None and resume > 0:
-        if resume not in available:
-            raise FileNotFoundError(
-                f"{checkpoint_dir}: no checkpoint for epoch {resume} (gcn.resume_from); found epochs {available}"
-            )
-        path = checkpoint_dir / f"epoch-{resume}.pt"
-        state = load_checkpoint(path, architecture, features, settings)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_states(state["rng"])
-        rows = [row for row in state["log"] if row["epoch"] <= resume]
-        start_epoch, best_top1, best_epoch = resume + 1, state["best_top1"], state["best_epoch"]
-        log.info("resuming %s/%s from %s", settings.model, settings.stream, path)
-
+    state = _new_run(settings, architecture, train_set, device)
+    what = f"{settings.model}/{settings.stream}"
+    resumed = resume_run(checkpoint_dir, run["record"], settings.resume_from, what)
+    if resumed is not None:
+        state.restore(resumed)
     log.info(
-        "training %s on %s features: %d train / %d validation videos, %d classes, %s nodes, device %s",
+        "training %s on %s features: %d train / %d validation videos, %d classes, %s nodes, "
+        "device %s, epochs %d..%d",
         settings.model,
         settings.stream,
         len(train_set),
@@ -473,15 +474,12 @@ def train_model(
         num_classes,
         f"{train_set.num_frames}x{train_set.boxes_per_frame}",
         device,
+        state.epoch + 1,
+        settings.epochs,
     )
     pin = device.type == "cuda"
     val_loader = feature_loader(
         val_set, settings.batch_size, num_workers=settings.num_workers, pin_memory=pin
-    )
-    epochs = tqdm(
-        range(start_epoch, settings.epochs + 1),
-        desc=f"{settings.model}/{settings.stream}",
-        mininterval=5.0,
     )
     train_loader = feature_loader(
         train_set,
@@ -491,66 +489,47 @@ def train_model(
         num_workers=settings.num_workers,
         pin_memory=pin,
     )
-    for epoch in epochs:
+    for epoch in tqdm(range(state.epoch + 1, settings.epochs + 1), desc=what, mininterval=5.0):
         started = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
+        lr = state.optimizer.param_groups[0]["lr"]
         train_loader.sampler.set_epoch(epoch)
         train_stats = train_one_epoch(
-            model, train_loader, optimizer, scheduler, device, f"epoch {epoch}"
+            state.model, train_loader, state.optimizer, state.scheduler, device, f"epoch {epoch}"
         )
-        val_stats = evaluate(model, val_loader, device, "validation").stats
-        if val_stats.top1 > best_top1:
-            best_top1, best_epoch = val_stats.top1, epoch
-        row = {
-            "epoch": epoch,
-            "train_loss": train_stats.loss,
-            "train_top1": train_stats.top1,
-            "train_top5": train_stats.top5,
-            "val_loss": val_stats.loss,
-            "val_top1": val_stats.top1,
-            "val_top5": val_stats.top5,
-            "lr": lr,
-            "seconds": round(time.perf_counter() - started, 3),
-        }
-        rows.append(row)
+        if not math.isfinite(train_stats.loss):
+            raise FloatingPointError(
+                f"training {what} diverged: the mean train loss of epoch {epoch} is "
+                f"{train_stats.loss}; lower gcn.lr ({settings.lr})"
+            )
+        val_stats = evaluate(state.model, val_loader, device, "validation").stats
+        if val_stats.top1 > state.best_top1:
+            state.best_top1, state.best_epoch = val_stats.top1, epoch
+        state.epoch = epoch
+        state.rows.append(_epoch_row(epoch, train_stats, val_stats, lr, started))
         log.info(
             "epoch %d: %s",
             epoch,
-            {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()},
+            {k: round(v, 4) if isinstance(v, float) else v for k, v in state.rows[-1].items()},
         )
         save_checkpoint(
-            checkpoint_dir / f"epoch-{epoch}.pt",
-            {
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": _rng_states(),
-                "best_top1": best_top1,
-                "best_epoch": best_epoch,
-                "architecture": architecture,
-                "features": features,
-                "settings": asdict(settings),
-                "log": rows,
-            },
+            epoch_checkpoint(checkpoint_dir, epoch),
+            state.checkpoint(run, architecture, features, settings),
         )
-        write_csv(out_dir / "train_log.csv", pd.DataFrame(rows, columns=LOG_COLUMNS))
-        if settings.keep_checkpoints:
-            for old_epoch in checkpoint_epochs(checkpoint_dir):
-                if old_epoch <= epoch - settings.keep_checkpoints:
-                    (checkpoint_dir / f"epoch-{old_epoch}.pt").unlink()
-    write_csv(out_dir / "train_log.csv", pd.DataFrame(rows, columns=LOG_COLUMNS))
+        write_csv(out_dir / "train_log.csv", pd.DataFrame(state.rows, columns=LOG_COLUMNS))
+        keep_latest(checkpoint_dir, settings.keep_checkpoints)
+    write_csv(out_dir / "train_log.csv", pd.DataFrame(state.rows, columns=LOG_COLUMNS))
     model_path = out_dir / "model.pt"
     save_checkpoint(
         model_path,
         {
-            "model": model.state_dict(),
+            "model": state.model.state_dict(),
             "architecture": architecture,
             "features": features,
             "settings": asdict(settings),
             "epoch": settings.epochs,
-            "best_top1": best_top1,
-            "best_epoch": best_epoch,
+            "best_top1": state.best_top1,
+            "best_epoch": state.best_epoch,
+            **run,
         },
     )
     train_set.close()
