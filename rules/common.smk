@@ -110,7 +110,9 @@ def dropped_shard_inputs():
 
 onsuccess:
     print_console_report(
-        dropped_report(results("index/dropped.csv"), results("index/index-dropped.csv"))
+        dropped_report(
+            results("index/dropped.csv"), results("index/index-dropped.csv")
+        )
     )
 
 
