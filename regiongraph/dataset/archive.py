@@ -206,6 +206,21 @@ class GunzipReader(io.RawIOBase):
             left -= take
         return b"".join(pieces)
 
+    def copy_to(self, fd: int, size: int) -> None:
+        """Write the next ``size`` bytes to file descriptor ``fd`` straight from the
+        decompressed buffer (no copies: memory stays at one buffer whatever ``size`` is)."""
+        left = size
+        while left:
+            if self.offset >= len(self.buffer) and not self._fill():
+                raise EOFError(f"stream ended {left} bytes before the end of a member")
+            take = min(left, len(self.buffer) - self.offset)
+            view = memoryview(self.buffer)[self.offset : self.offset + take]
+            while view:
+                view = view[os.write(fd, view) :]
+            self.offset += take
+            self.position += take
+            left -= take
+
     def seek(self, target: int, whence: int = io.SEEK_SET) -> int:
         if whence == io.SEEK_CUR:
             target += self.position
@@ -309,15 +324,11 @@ def _parts_stamp(parts: list[Part]) -> list[dict]:
     return [{"name": p.path.name, "bytes": p.size} for p in parts]
 
 
-def _stream_member(stream: GunzipReader, target: Path, size: int, piece: int = 1 << 20) -> None:
-    """Copy ``size`` bytes of ``stream`` to a new read-only file in pieces of ``piece`` bytes."""
+def _stream_member(stream: GunzipReader, target: Path, size: int) -> None:
+    """Copy ``size`` bytes of ``stream`` to a new read-only file, buffer by buffer."""
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444)
     try:
-        left = size
-        while left:
-            data = stream.read_exact(min(piece, left))
-            os.write(fd, data)
-            left -= len(data)
+        stream.copy_to(fd, size)
     finally:
         os.close(fd)
 
