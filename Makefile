@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 
-.PHONY: setup demo report test lint bench dag clean
+.PHONY: setup demo report test test-fast lint bench dag clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,11 @@ lint: setup
 
 test: lint
 	$(BIN)/pytest -q -p no:cacheprovider --durations=10
+
+# the edit-test loop: everything but the end-to-end workflow runs (under two minutes)
+test-fast: setup
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q -p no:cacheprovider -m "not slow"
 
 bench: setup
 	$(BIN)/python bench/extract.py

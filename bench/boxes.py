@@ -16,7 +16,7 @@ frames (the toy set's renderer, SSv1's size). "model" rows time the detector alo
 frames; "stage" rows time :func:`regiongraph.detect.stage.extract_boxes_shard` end to end on
 JPEG folders (decoding, batching across videos, top-k, HDF5 writing). Ratios are against the
 baseline row measured in the same run: torchvision Faster R-CNN R50-FPN, min size 800, on the
-same device (batch 4 fp32 on the CPU; batch 16 fp16 on the GPU, the DESIGN anchor: 138
+same device (batch 4 fp32 on the CPU; batch 16 fp16 on the GPU, the anchor of docs/architecture.md: 138
 frames/s on one H100).
 """
 
@@ -188,6 +188,7 @@ def run_stage(folder: Path, index: Path, settings: BoxSettings, device: str) -> 
         settings,
         NUM_FRAMES,
         STRIDE,
+        "centre",
         device=device,
         box_annotations=folder / "boxes.json",
         weights_cache=folder,

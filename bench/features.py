@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from regiongraph.dataset.sampling import sample_clip_frames
-from regiongraph.features.cache import BackboneSettings, cache_features_shard
+from regiongraph.features.cache import BackboneSettings, FeatureJob, cache_features_shard
 from regiongraph.features.clips import ClipSettings
 from regiongraph.features.weights import prepare_weights
 from regiongraph.io import shard_writer
@@ -84,7 +84,7 @@ def end_to_end(root: Path, clips: int, clip: ClipSettings, backbone: BackboneSet
     start = time.perf_counter()
     counts = cache_features_shard(
         root / "index.parquet", 0, out, root / "rgb.pt", clip, backbone, root / "boxes.h5",
-        "bench", device=device, batch_size=batch, workers=workers,
+        "bench", FeatureJob(device=device, batch_size=batch, workers=workers),
     )
     elapsed = time.perf_counter() - start
     out.unlink()

@@ -36,7 +36,8 @@ sys.path.append(str(REPO / "build" / "gpu_pydeps"))  # pure-Python fallbacks (RE
 from regiongraph.flow import stage, torch_tvl1  # noqa: E402
 from regiongraph.flow.params import TVL1Params  # noqa: E402
 from regiongraph.flow.synthetic import smooth_flow_field, textured_scene  # noqa: E402
-from regiongraph.flow.torch_tvl1 import resolve_device, torch_pairs_flow  # noqa: E402
+from regiongraph.flow.torch_tvl1 import torch_pairs_flow  # noqa: E402
+from regiongraph.gpus import resolve_device  # noqa: E402
 
 
 def write_videos(root: Path, videos: int, frames: int, height: int = 100, width: int = 176) -> pd.DataFrame:

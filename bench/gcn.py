@@ -29,13 +29,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from regiongraph.gpus import resolve_device
 from regiongraph.io import shard_writer
 from regiongraph.models.gcn import build_head
 from regiongraph.train.data import FeatureShardDataset, batch_to_device, feature_loader
 from regiongraph.train.loop import (
     LearningRateSchedule,
     TrainSettings,
-    resolve_device,
     train_one_epoch,
 )
 

@@ -4,7 +4,7 @@ Reads what a finished run left under ``--results`` (the benchmark TSVs Snakemake
 every job, the index, and the output sizes), measures in this run the two CPU costs that do
 not depend on the demo's reduced settings (OpenCV TV-L1 with its default parameters on a
 176x100 pair, and JPEG decoding per frame), takes the GPU throughputs from the measured
-anchors in DESIGN.md (H100; override them with the flags), and prints two markdown tables:
+anchors in docs/architecture.md (H100; override them with the flags), and prints two markdown tables:
 
 1. per stage, measured on the synthetic data: jobs, seconds and bytes per video;
 2. per stage, projected for SSv1 (108,499 videos, ~36 frames each at ~176x100): disk use and
@@ -191,16 +191,16 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=8)
     parser.add_argument("--node-cores", type=int, default=32)
     parser.add_argument("--node-gpus", type=int, default=4)
-    # GPU throughputs: DESIGN.md's measured anchors on one H100
+    # GPU throughputs: the measured anchors of docs/architecture.md on one H100
     parser.add_argument("--clips-per-s", type=float, default=293.0,
-                        help="I3D R50 32x224 forward, bf16, batch 16 (DESIGN.md anchor)")
+                        help="I3D R50 32x224 forward, bf16, batch 16 (docs/architecture.md anchor)")
     parser.add_argument("--detector-frames-per-s", type=float, default=263.0,
-                        help="Faster R-CNN R50-FPN at min side 320, fp16 (DESIGN.md anchor)")
+                        help="Faster R-CNN R50-FPN at min side 320, fp16 (docs/architecture.md anchor)")
     parser.add_argument("--flow-pairs-per-s", type=float, default=2900.0,
                         help="the flow stage, torch backend with the Triton kernel, batch 2048, "
                         "16 threads (measured on an H100 with bench/flow_stage.py: docs/flow_h100.md)")
     parser.add_argument("--gcn-videos-per-s", type=float, default=6500.0,
-                        help="GCN train step, 160 nodes x 512 (DESIGN.md anchor)")
+                        help="GCN train step, 160 nodes x 512 (docs/architecture.md anchor)")
     parser.add_argument("--train-cost", type=float, default=3.0,
                         help="a fine-tuning step costs this many forward passes")
     parser.add_argument("--read-gb-per-s", type=float, default=1.0,
@@ -229,7 +229,7 @@ def main() -> None:
         print(f"| {name} | {m.jobs} | {m.wall_s:.1f} | {m.wall_s / m.videos:.3f} | "
               f"{m.cpu_s / m.videos:.3f} | {fmt_bytes(m.bytes / m.videos)} |")
     print(f"\nMeasured in this run (1 core): OpenCV TV-L1, default parameters, 176x100 pair: "
-          f"{tvl1_s:.3f} s (DESIGN.md anchor 0.12-0.15 s; ratio to 0.135 s: "
+          f"{tvl1_s:.3f} s (docs/architecture.md anchor 0.12-0.15 s; ratio to 0.135 s: "
           f"{tvl1_s / 0.135:.2f}); JPEG decode: {decode_s * 1e3:.2f} ms per frame; index check: "
           f"{index_s * 1e3:.3f} ms per frame.\n")
 
@@ -248,7 +248,7 @@ def main() -> None:
     mb_s = args.extract_mb_per_s or (ext.bytes / ext.wall_s / 1e6 if ext else float("nan"))
     extract_s = archive / (mb_s * 1e6)
     rows.append(("download + extract", 2 * archive, extract_s, extract_s,
-                 f"archive size (DESIGN.md) at {mb_s:.0f} MB/s; one job"))
+                 f"archive size (--archive-gb) at {mb_s:.0f} MB/s; one job"))
     si = stages.get("split + index")
     # the index reads every frame; 8 threads in the rule, the cluster profile gives it 8 CPUs
     si_s = n * frames * index_s / 8

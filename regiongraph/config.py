@@ -8,7 +8,9 @@ keys or values (with the closest match for a misspelt key)::
     config: index.min_frame: unknown key; did you mean min_frames? (allowed: min_frames, short_videos, unknown_labels)
     config: flow.backend: 'cuda-magic' is not allowed (allowed: opencv, torch)
 
-``rules/common.smk`` calls it once, before any rule is defined.
+``rules/common.smk`` calls it once, before any rule is defined. This module imports only what
+Snakemake itself needs (jsonschema, yaml), so that the workflow parses in any Snakemake
+environment.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import jsonschema
 import yaml
 
 MAX_LISTED = 12  # allowed values shown at most; the schema has the rest
@@ -35,6 +36,8 @@ def load_schema(path: str | os.PathLike) -> dict[str, Any]:
 
 def _with_defaults(validator_class):
     """A validator class that fills in ``default`` of absent properties while it validates."""
+    import jsonschema
+
     validate_properties = validator_class.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, schema):
@@ -75,7 +78,8 @@ def _allowed(values) -> str:
     return shown + (", ..." if len(values) > MAX_LISTED else "")
 
 
-def _describe(error: jsonschema.ValidationError, schema: Mapping[str, Any]) -> Iterator[str]:
+def _describe(error, schema: Mapping[str, Any]) -> Iterator[str]:
+    """Lines for one ``jsonschema.ValidationError``."""
     path = list(error.absolute_path)
     if error.validator == "additionalProperties":
         allowed = sorted(_schema_at(schema, path).get("properties", {}))
@@ -107,6 +111,8 @@ def _describe(error: jsonschema.ValidationError, schema: Mapping[str, Any]) -> I
 
 def config_problems(config: dict[str, Any], schema: Mapping[str, Any]) -> list[str]:
     """Every violation of ``schema`` by ``config``, one line each; fills in defaults."""
+    import jsonschema
+
     validator_class = jsonschema.validators.validator_for(schema)
     validator = _with_defaults(validator_class)(schema)
     problems: list[str] = []

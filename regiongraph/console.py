@@ -5,7 +5,8 @@ Snakemake's ``Error in rule ...`` block. The workflow's ``onerror:`` handler cal
 :func:`failed_jobs_report` with Snakemake's main log: for each failed job it names the rule,
 the output and the log file, and quotes the log's last meaningful lines (the exception of a
 traceback; progress bars left out). ``onsuccess:`` calls :func:`dropped_report`, which says
-how many videos were left out and why.
+how many videos were left out and why. Snakemake loads this module with the workflow, so it
+imports nothing beyond the standard library at load time.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from regiongraph.io.dropped import read_dropped, summarise_dropped
 
 ERROR_BLOCK = re.compile(r"^Error in rule (?P<rule>\S+):\s*$")
 FIELD = re.compile(r"^\s+(?P<key>[a-z_]+):\s?(?P<value>.*)$")
@@ -116,6 +115,7 @@ def dropped_report(*paths: str | os.PathLike) -> str:
     existing = [Path(p) for p in paths if Path(p).exists()]
     if not existing:
         return ""
+    from regiongraph.io.dropped import read_dropped, summarise_dropped  # pandas: only now
     newest = max(existing, key=lambda p: p.stat().st_mtime_ns)
     lines = summarise_dropped(read_dropped(newest))
     if not lines:

@@ -205,6 +205,23 @@ def gpu_slot(
         handle.close()  # releases the flock
 
 
+def resolve_device(device: str = "auto"):
+    """The torch device of the config key ``device``: ``auto`` is CUDA when torch sees a GPU,
+    else the CPU; ``cuda`` without one is an error naming the key."""
+    import torch
+
+    name = str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(name)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "device is 'cuda' in the config, but torch sees no CUDA GPU (CUDA_VISIBLE_DEVICES, "
+            "driver); set device: auto or cpu"
+        )
+    return resolved
+
+
 def claim_gpu_slot(device: str = "auto", **kwargs) -> str | None:
     """Claim a GPU for the rest of this process (a job script's first line); its id or None."""
     slot = gpu_slot(device, **kwargs)

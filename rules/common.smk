@@ -1,11 +1,14 @@
 # Config in one place: validated against the schema (defaults filled in) before any job runs,
-# then turned into small named values and input functions the rule files use.
+# then turned into the named values and input functions the rule files use; rule bodies only
+# name them. Only light modules of the package are imported here (config, console, sources), so
+# that the workflow parses in any Snakemake environment.
 import os
 
 from snakemake.exceptions import WorkflowError
 
 from regiongraph.config import ConfigError, validate_config
 from regiongraph.console import dropped_report, failed_jobs_report, print_console_report
+from regiongraph.sources import is_url
 
 try:
     validate_config(
@@ -17,8 +20,13 @@ except ConfigError as error:
     raise WorkflowError(str(error)) from None
 
 SPLITS = ["train", "validation", "test"]
-LABELED_SPLITS = ["train", "validation"]
 RESULTS = config["results"]
+DEVICE = config["device"]
+ENVS = {
+    "cv": "../envs/cv.yaml",
+    "torch": "../envs/torch.yaml",
+    "detectron2": "../envs/detectron2.yaml",
+}
 
 
 def results(path):
@@ -48,6 +56,42 @@ def shard_paths(pattern, splits=SPLITS, **fields):
     ]
 
 
+def gpus(uses_gpu):
+    """The `gpu` resource of a rule: 1 when it can use one and the config allows a GPU."""
+    return 1 if uses_gpu and DEVICE != "cpu" else 0
+
+
+def job_device(uses_gpu):
+    """The `device` a job claims and computes on: the config's, or cpu for CPU-only work."""
+    return DEVICE if uses_gpu else "cpu"
+
+
+def local_file(path_or_url):
+    """A configured weights file as a rule input, so that replacing it reruns its users; a
+    URL is fetched by the job itself (into results/weights/downloads)."""
+    return [path_or_url] if path_or_url and not is_url(path_or_url) else []
+
+
+TARGETS = {}
+
+
+def register_target(stage, paths):
+    """Each rule file registers what its stage produces; `all` asks for every stage."""
+    TARGETS[stage] = list(paths)
+
+
+def all_targets():
+    return [path for paths in TARGETS.values() for path in paths]
+
+
+wildcard_constraints:
+    split="train|validation|test",
+    k=r"\d{3}",
+    stream="rgb|flow",
+    model="baseline|similarity|spatiotemporal|joint",
+
+
+# --- dataset (rules/dataset.smk) ---------------------------------------------------------------
 # The synthetic set is written only under its own folder, never to a path the user configured:
 # with source toy, dataset paths that point anywhere else are a mistake that would overwrite a
 # real download, so the run stops before any job.
@@ -70,35 +114,138 @@ if not TOY and {ARCHIVES, ANNOTATIONS} & {TOY_ARCHIVES, TOY_ANNOTATIONS}:
         f"dataset.annotations ({ANNOTATIONS}) is the synthetic set's folder: set both to "
         "your download"
     )
+CSV_PREFIX = "something-something-v1"
+ANNOTATION_CSVS = {
+    name: os.path.join(ANNOTATIONS, f"{CSV_PREFIX}-{name}.csv")
+    for name in ("labels", *SPLITS)
+}
+TOY_BOXES = os.path.join(TOY_ANNOTATIONS, "something-else-boxes.json")
+BOX_ANNOTATIONS = config["dataset"]["box_annotations"] or (TOY_BOXES if TOY else None)
+
+# --- flow (rules/flow.smk) ---------------------------------------------------------------------
+# The torch backend needs torch (and a GPU when device allows one); OpenCV needs neither.
+FLOW = config["flow"]
+FLOW_TORCH = FLOW["backend"] == "torch"
+FLOW_ENV = ENVS["torch" if FLOW_TORCH else "cv"]
+FLOW_SHARDS = results("flow/{split}/shard-{k}.h5")
+
+# --- boxes (rules/boxes.smk) -------------------------------------------------------------------
+# The backend decides the conda env, the job's size and whether it asks for a GPU.
+BOXES = config["boxes"]
+BOXES_DETECTOR = BOXES["backend"] != "annotations"
+BOXES_ENV = ENVS[
+    {"annotations": "cv", "torchvision": "torch", "detectron2": "detectron2"}[
+        BOXES["backend"]
+    ]
+]
+BOXES_JOB = (
+    {"threads": 2, "mem_mb": 8000, "runtime": 240}
+    if BOXES_DETECTOR
+    else {"threads": 1, "mem_mb": 2000, "runtime": 30}
+)
+if not BOXES_DETECTOR and BOX_ANNOTATIONS is None:
+    raise WorkflowError(
+        "boxes.backend is annotations but dataset.box_annotations is not set "
+        "(and dataset.source is not toy): give a Something-Else style JSON or choose a detector"
+    )
+# The annotation file, or the detector's local weights file: reruns when either changes.
+BOXES_INPUTS = local_file(BOXES["weights"]) if BOXES_DETECTOR else [BOX_ANNOTATIONS]
+BOX_SHARDS = results("boxes/{split}/shard-{k}.h5")
+
+# --- backbone: weights, fine-tuning, features (rules/backbone.smk) ------------------------------
+BACKBONE = config["backbone"]
+BACKBONE_ARCH = {
+    key: BACKBONE[key]
+    for key in (
+        "arch",
+        "conv1_temporal_stride",
+        "pool1_temporal",
+        "res5_stride",
+        "width_per_group",
+    )
+}
+BACKBONE_CLIP = {
+    key: BACKBONE[key]
+    for key in (
+        "num_frames",
+        "frame_stride",
+        "sampling",
+        "resize_short",
+        "crop_size",
+        "mean",
+        "std",
+    )
+}
+if BACKBONE["crop_size"] > BACKBONE["resize_short"]:
+    raise WorkflowError(
+        f"backbone.crop_size ({BACKBONE['crop_size']}) must not exceed "
+        f"backbone.resize_short ({BACKBONE['resize_short']})"
+    )
+if local_file(BACKBONE["weights"]) and not os.path.isfile(BACKBONE["weights"]):
+    raise WorkflowError(
+        f"backbone.weights: {BACKBONE['weights']} does not exist (a path or URL of the Caffe2 "
+        "pickle, or null for random weights)"
+    )
+FEATURE_SHARDS = results("features/{stream}/{split}/shard-{k}.h5")
+FEATURE_TARGETS = [
+    path
+    for stream in BACKBONE["streams"]
+    for path in shard_paths(FEATURE_SHARDS, stream=stream)
+]
 
 
-def box_annotations_path():
-    """The Something-Else style box file: configured, or the toy set's own."""
-    if config["dataset"]["box_annotations"]:
-        return config["dataset"]["box_annotations"]
-    if TOY:
-        return os.path.join(ANNOTATIONS, "something-else-boxes.json")
-    return None
+def finetune_flow_input(wildcards):
+    """The train split's flow shards, for the flow stream only."""
+    if wildcards.stream != "flow":
+        return []
+    return shard_paths(FLOW_SHARDS, splits=["train"])
 
 
-TARGETS = {}
+def features_flow_input(wildcards):
+    """The shard's flow, for the flow stream only."""
+    if wildcards.stream != "flow":
+        return []
+    return [FLOW_SHARDS.format(split=wildcards.split, k=wildcards.k)]
 
 
-def register_target(stage, paths):
-    """Each rule file registers what its stage produces; `all` asks for every stage."""
-    TARGETS[stage] = list(paths)
+# --- GCN heads (rules/gcn.smk) -------------------------------------------------------------------
+GCN = config["gcn"]
+GCN_STREAMS = GCN["streams"]
+# the training settings of one head; the model and the stream come from the wildcards
+GCN_TRAIN_SETTINGS = {
+    key: value
+    for key, value in GCN.items()
+    if key not in ("models", "streams", "eval_batch_size")
+}
+# what every feature shard a head reads must have been made with (checked by the reader)
+GCN_FEATURES = {
+    "clip": BACKBONE_CLIP,
+    "backbone": BACKBONE_ARCH,
+    "boxes_backend": BOXES["backend"],
+    "per_frame": BOXES["per_frame"],
+}
+# Feature shards of a split; "{stream}" stays a wildcard, filled in per job.
+GCN_TRAIN_INPUTS = {
+    split: shard_paths(FEATURE_SHARDS, [split], stream="{stream}")
+    for split in ("train", "validation")
+}
+# The evaluation reads, per configured stream, the trained head, its log and the shards.
+GCN_EVALUATE_INPUTS = {
+    name: path
+    for stream in GCN_STREAMS
+    for name, path in (
+        (f"model_{stream}", results(f"gcn/{{model}}/{stream}/model.pt")),
+        (f"train_log_{stream}", results(f"gcn/{{model}}/{stream}/train_log.csv")),
+        (
+            f"validation_{stream}",
+            shard_paths(FEATURE_SHARDS, ["validation"], stream=stream),
+        ),
+        (f"test_{stream}", shard_paths(FEATURE_SHARDS, ["test"], stream=stream)),
+    )
+}
 
 
-def all_targets():
-    return [path for paths in TARGETS.values() for path in paths]
-
-
-wildcard_constraints:
-    split="train|validation|test",
-    k=r"\d{3}",
-    stream="rgb|flow",
-
-
+# --- the end of a run ----------------------------------------------------------------------------
 def dropped_shard_inputs():
     """Every flow, boxes and features shard the run makes: each records the videos it left out."""
     return [

@@ -5,20 +5,18 @@ if TOY:
 
     rule toy_dataset:
         output:
-            parts=directory(ARCHIVES),
-            labels=os.path.join(ANNOTATIONS, "something-something-v1-labels.csv"),
-            train=os.path.join(ANNOTATIONS, "something-something-v1-train.csv"),
-            validation=os.path.join(
-                ANNOTATIONS, "something-something-v1-validation.csv"
-            ),
-            test=os.path.join(ANNOTATIONS, "something-something-v1-test.csv"),
-            boxes=os.path.join(ANNOTATIONS, "something-else-boxes.json"),
+            parts=directory(TOY_ARCHIVES),
+            labels=ANNOTATION_CSVS["labels"],
+            train=ANNOTATION_CSVS["train"],
+            validation=ANNOTATION_CSVS["validation"],
+            test=ANNOTATION_CSVS["test"],
+            boxes=TOY_BOXES,
         log:
             logs("toy_dataset.log"),
         benchmark:
             benchmarks("toy_dataset.tsv")
         conda:
-            "../envs/cv.yaml"
+            ENVS["cv"]
         threads: 1
         resources:
             mem_mb=2000,
@@ -40,7 +38,7 @@ rule extract:
     benchmark:
         benchmarks("extract.tsv")
     conda:
-        "../envs/cv.yaml"
+        ENVS["cv"]
     threads: 1
     resources:
         mem_mb=2000,
@@ -54,11 +52,8 @@ rule extract:
 
 rule split:
     input:
+        **ANNOTATION_CSVS,
         manifest=results("raw/manifest.json"),
-        labels=os.path.join(ANNOTATIONS, "something-something-v1-labels.csv"),
-        train=os.path.join(ANNOTATIONS, "something-something-v1-train.csv"),
-        validation=os.path.join(ANNOTATIONS, "something-something-v1-validation.csv"),
-        test=os.path.join(ANNOTATIONS, "something-something-v1-test.csv"),
     output:
         frames=directory(results("frames")),
         videos=results("split/videos.parquet"),
@@ -70,7 +65,7 @@ rule split:
     benchmark:
         benchmarks("split.tsv")
     conda:
-        "../envs/cv.yaml"
+        ENVS["cv"]
     threads: 1
     resources:
         mem_mb=4000,
@@ -98,7 +93,7 @@ rule index:
     benchmark:
         benchmarks("index.tsv")
     conda:
-        "../envs/cv.yaml"
+        ENVS["cv"]
     threads: 8
     resources:
         mem_mb=8000,

@@ -5,51 +5,6 @@
 # One thread per job: the heads are small, and on 2 cores two models train side by side
 # faster than one with two contended threads; raise it with --set-threads train_model=8.
 
-GCN = config["gcn"]
-GCN_STREAMS = GCN["streams"]
-GCN_DEVICE_GPU = 0 if config["device"] == "cpu" else 1
-# What the feature shards must record (docs/formats.md); a mismatch is an error naming both.
-GCN_EXPECT_FEATURES = {
-    "arch": config["backbone"]["arch"],
-    "num_frames": config["backbone"]["num_frames"],
-    "frame_stride": config["backbone"]["frame_stride"],
-    "crop_size": config["backbone"]["crop_size"],
-    "resize_short": config["backbone"]["resize_short"],
-    "boxes_backend": config["boxes"]["backend"],
-    "per_frame": config["boxes"]["per_frame"],
-}
-GCN_TRAIN_SETTINGS = {
-    key: value
-    for key, value in GCN.items()
-    if key not in ("models", "streams", "eval_batch_size")
-}
-
-
-wildcard_constraints:
-    model="baseline|similarity|spatiotemporal|joint",
-
-
-# Feature shards of a split; "{stream}" stays a wildcard, filled in per job.
-GCN_FEATURES = results("features/{stream}/{split}/shard-{k}.h5")
-GCN_TRAIN_INPUTS = {
-    split: shard_paths(GCN_FEATURES, [split], stream="{stream}")
-    for split in ("train", "validation")
-}
-# The evaluation reads, per configured stream, the trained head, its log and the shards.
-GCN_EVALUATE_INPUTS = {
-    name: path
-    for stream in GCN_STREAMS
-    for name, path in (
-        (f"model_{stream}", results(f"gcn/{{model}}/{stream}/model.pt")),
-        (f"train_log_{stream}", results(f"gcn/{{model}}/{stream}/train_log.csv")),
-        (
-            f"validation_{stream}",
-            shard_paths(GCN_FEATURES, ["validation"], stream=stream),
-        ),
-        (f"test_{stream}", shard_paths(GCN_FEATURES, ["test"], stream=stream)),
-    )
-}
-
 
 rule train_model:
     input:
@@ -63,17 +18,17 @@ rule train_model:
     benchmark:
         benchmarks("gcn/{model}/{stream}/train.tsv")
     conda:
-        "../envs/torch.yaml"
+        ENVS["torch"]
     threads: 1
     resources:
         mem_mb=6000,
         runtime=240,
-        gpu=GCN_DEVICE_GPU,
+        gpu=gpus(True),
     params:
         settings=GCN_TRAIN_SETTINGS,
-        expect=GCN_EXPECT_FEATURES,
+        features=GCN_FEATURES,
         seed=config["seed"],
-        device=config["device"],
+        device=job_device(True),
     script:
         "../scripts/train.py"
 
@@ -110,16 +65,16 @@ rule evaluate_model:
     benchmark:
         benchmarks("gcn/{model}/evaluate.tsv")
     conda:
-        "../envs/torch.yaml"
+        ENVS["torch"]
     threads: 1
     resources:
         mem_mb=6000,
         runtime=60,
-        gpu=GCN_DEVICE_GPU,
+        gpu=gpus(True),
     params:
         streams=GCN_STREAMS,
-        expect=GCN_EXPECT_FEATURES,
-        device=config["device"],
+        features=GCN_FEATURES,
+        device=job_device(True),
         batch_size=GCN["eval_batch_size"],
     script:
         "../scripts/evaluate.py"
@@ -140,7 +95,7 @@ rule gcn_metrics_table:
     benchmark:
         benchmarks("gcn/metrics_table.tsv")
     conda:
-        "../envs/cv.yaml"
+        ENVS["cv"]
     threads: 1
     resources:
         mem_mb=1000,

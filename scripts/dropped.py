@@ -3,9 +3,9 @@
 import pandas as pd
 
 from regiongraph.io import merge_dropped, read_dropped, shard_drops, summarise_dropped, write_csv
-from regiongraph.runlog import log_to_file
+from regiongraph.jobs import start_job
 
-log = log_to_file(snakemake.log[0])
+log = start_job(snakemake.log[0])
 tables = [read_dropped(snakemake.input.index)]
 tables += [pd.DataFrame(shard_drops(path)) for path in snakemake.input.shards]
 merged = merge_dropped(tables)

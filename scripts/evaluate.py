@@ -1,14 +1,10 @@
 """Rule evaluate_model: metrics, pictures and predictions of one model (late fusion of streams)."""
 
-import torch
-
-from regiongraph.gpus import claim_gpu_slot
-from regiongraph.runlog import log_to_file
+from regiongraph.features.storage import expected_settings
+from regiongraph.jobs import start_job
 from regiongraph.train.evaluate import EvaluationInputs, evaluate_model
 
-log_to_file(snakemake.log[0])
-claim_gpu_slot(snakemake.params.device)  # one GPU per job when several jobs share a machine
-torch.set_num_threads(snakemake.threads)
+start_job(snakemake.log[0], snakemake.params.device, snakemake.threads)
 streams = snakemake.params.streams
 inputs = snakemake.input
 evaluate_model(
@@ -24,7 +20,10 @@ evaluate_model(
     ),
     outputs=dict(snakemake.output.items()),
     model_name=snakemake.wildcards.model,
-    expect={stream: {**snakemake.params.expect, "stream": stream} for stream in streams},
+    expect={
+        stream: {**expected_settings(**snakemake.params.features), "stream": stream}
+        for stream in streams
+    },
     device=snakemake.params.device,
     batch_size=snakemake.params.batch_size,
 )

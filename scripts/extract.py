@@ -2,9 +2,9 @@
 
 from regiongraph.dataset.archive import extract_archive
 from regiongraph.io import write_json
-from regiongraph.runlog import log_to_file
+from regiongraph.jobs import start_job
 
-log_to_file(snakemake.log[0])
+start_job(snakemake.log[0])
 manifest = extract_archive(
     snakemake.input.parts,
     snakemake.params.raw,

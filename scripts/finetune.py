@@ -1,17 +1,13 @@
 """Rule finetune_stream: fine-tune one stream's backbone on the train split
-(regiongraph.features.finetune); epochs 0 passes the weights through."""
+(regiongraph.train.finetune); epochs 0 passes the weights through."""
 
-import torch
 
 from regiongraph.features.cache import BackboneSettings
 from regiongraph.features.clips import ClipSettings
-from regiongraph.features.finetune import FinetuneSettings, finetune_backbone
-from regiongraph.gpus import claim_gpu_slot
-from regiongraph.runlog import log_to_file
+from regiongraph.jobs import start_job
+from regiongraph.train.finetune import FinetuneSettings, finetune_backbone
 
-log = log_to_file(snakemake.log[0])
-claim_gpu_slot(snakemake.params.device)  # one GPU per job when several jobs share a machine
-torch.set_num_threads(snakemake.threads)
+log = start_job(snakemake.log[0], snakemake.params.device, snakemake.threads)
 params = snakemake.params
 tuning = dict(params.finetune)
 clip = ClipSettings(

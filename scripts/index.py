@@ -4,9 +4,9 @@ import pandas as pd
 
 from regiongraph.dataset.index import build_index
 from regiongraph.io import merge_dropped, read_dropped, write_csv, write_parquet
-from regiongraph.runlog import log_to_file
+from regiongraph.jobs import start_job
 
-log_to_file(snakemake.log[0])
+start_job(snakemake.log[0])
 videos = pd.read_parquet(snakemake.input.videos)
 result = build_index(
     videos,

@@ -7,9 +7,9 @@ import pandas as pd
 
 from regiongraph.dataset.annotations import split_videos
 from regiongraph.io import write_csv, write_parquet
-from regiongraph.runlog import log_to_file
+from regiongraph.jobs import start_job
 
-log_to_file(snakemake.log[0])
+start_job(snakemake.log[0])
 result = split_videos(
     annotations=os.path.dirname(snakemake.input.labels),
     raw_frames=Path(snakemake.params.raw_frames),

@@ -3,9 +3,9 @@
 import os
 
 from regiongraph.dataset.toy import ToySettings, make_toy_dataset
-from regiongraph.runlog import log_to_file
+from regiongraph.jobs import start_job
 
-log_to_file(snakemake.log[0])
+start_job(snakemake.log[0])
 settings = dict(snakemake.params.settings)
 settings["split_fractions"] = tuple(settings["split_fractions"])
 make_toy_dataset(

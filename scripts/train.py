@@ -2,16 +2,12 @@
 
 from pathlib import Path
 
-import torch
-
-from regiongraph.gpus import claim_gpu_slot
-from regiongraph.runlog import log_to_file
+from regiongraph.features.storage import expected_settings
+from regiongraph.jobs import start_job
 from regiongraph.train.loop import TrainSettings, train_model
 from regiongraph.train.metrics import read_labels
 
-log = log_to_file(snakemake.log[0])
-claim_gpu_slot(snakemake.params.device)  # one GPU per job when several jobs share a machine
-torch.set_num_threads(snakemake.threads)
+log = start_job(snakemake.log[0], snakemake.params.device, snakemake.threads)
 stream = snakemake.wildcards.stream
 settings = TrainSettings(
     **snakemake.params.settings,
@@ -26,6 +22,6 @@ model_path = train_model(
     val_paths=snakemake.input.validation,
     num_classes=len(read_labels(snakemake.input.labels)),
     out_dir=Path(snakemake.output.model).parent,
-    expect={**snakemake.params.expect, "stream": stream},
+    expect={**expected_settings(**snakemake.params.features), "stream": stream},
 )
 log.info("wrote %s", model_path)

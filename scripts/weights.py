@@ -1,9 +1,9 @@
 """Rule weights: backbone weights for both streams (regiongraph.features.weights)."""
 
 from regiongraph.features.weights import prepare_weights
-from regiongraph.runlog import log_to_file
+from regiongraph.jobs import start_job
 
-log = log_to_file(snakemake.log[0])
+log = start_job(snakemake.log[0])
 meta = prepare_weights(
     source=snakemake.params.weights,
     arch=snakemake.params.arch,

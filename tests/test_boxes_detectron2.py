@@ -45,6 +45,8 @@ def test_missing_detectron2_gives_the_install_hint(monkeypatch, tmp_path):
         {
             "video_id": ["1"],
             "split": ["test"],
+            "label": [""],
+            "label_index": [-1],
             "n_frames": [40],
             "height": [10],
             "width": [10],
@@ -61,6 +63,7 @@ def test_missing_detectron2_gives_the_install_hint(monkeypatch, tmp_path):
             settings,
             8,
             2,
+            "centre",
             device="cpu",
             weights_cache=tmp_path / "cache",
         )

@@ -2,6 +2,7 @@
 
 import json
 import logging
+from pathlib import Path
 
 import cv2
 import h5py
@@ -67,15 +68,18 @@ def _annotations(tmp_path, video_ids):
     return path
 
 
+def extract(index, out, settings, num_frames=NUM_FRAMES, stride=STRIDE, **kwargs):
+    """The boxes stage on shard 0 of ``index`` (centre sampling, CPU, downloads beside ``out``)."""
+    kwargs.setdefault("device", "cpu")
+    kwargs.setdefault("weights_cache", Path(out).parent / "downloads")
+    return extract_boxes_shard(index, 0, out, settings, num_frames, stride, "centre", **kwargs)
+
+
 def test_annotations_shard_has_the_documented_format(tmp_path):
     index = _dataset(tmp_path, [("11", 30, 24, 40, 0), ("12", 5, 24, 32, 0), ("13", 9, 24, 40, 1)])
     notes = _annotations(tmp_path, ["11", "12", "13"])
     out = tmp_path / "boxes" / "shard-000.h5"
-    counts = extract_boxes_shard(
-        index,
-        0,
-        out,
-        BoxSettings(per_frame=3),
+    counts = extract(index, out, BoxSettings(per_frame=3),
         NUM_FRAMES,
         STRIDE,
         box_annotations=notes,
@@ -117,11 +121,7 @@ def test_corrupt_frame_drops_the_video_and_the_shard_completes(tmp_path):
     box_frame = sample_clip_frames(20, NUM_FRAMES, STRIDE).box_frames[1]
     (tmp_path / "frames" / "22" / f"{box_frame + 1:05d}.jpg").write_bytes(b"\x00garbage")
     out = tmp_path / "shard-000.h5"
-    counts = extract_boxes_shard(
-        index,
-        0,
-        out,
-        BoxSettings(),
+    counts = extract(index, out, BoxSettings(),
         NUM_FRAMES,
         STRIDE,
         box_annotations=_annotations(tmp_path, ["21", "22"]),
@@ -138,11 +138,7 @@ def test_video_missing_from_annotations_warns_and_has_no_valid_boxes(tmp_path, c
     index = _dataset(tmp_path, [("31", 20, 24, 40, 0), ("32", 20, 24, 40, 0)])
     out = tmp_path / "shard-000.h5"
     with caplog.at_level(logging.WARNING):
-        counts = extract_boxes_shard(
-            index,
-            0,
-            out,
-            BoxSettings(),
+        counts = extract(index, out, BoxSettings(),
             NUM_FRAMES,
             STRIDE,
             box_annotations=_annotations(tmp_path, ["31"]),
@@ -161,11 +157,7 @@ def test_video_missing_from_annotations_warns_and_has_no_valid_boxes(tmp_path, c
 def test_annotations_backend_needs_a_file(tmp_path):
     index = _dataset(tmp_path, [("41", 20, 24, 40, 0)])
     with pytest.raises(ValueError, match="dataset.box_annotations"):
-        extract_boxes_shard(
-            index,
-            0,
-            tmp_path / "o.h5",
-            BoxSettings(),
+        extract(index, tmp_path / "o.h5", BoxSettings(),
             NUM_FRAMES,
             STRIDE,
             box_annotations=None,
@@ -200,8 +192,7 @@ def test_torchvision_stage_batches_across_videos(tmp_path):
         rpn_top_n=50,
     )
     out = tmp_path / "shard-000.h5"
-    counts = extract_boxes_shard(
-        index, 0, out, settings, NUM_FRAMES, STRIDE, device="cpu"
+    counts = extract(index, out, settings, NUM_FRAMES, STRIDE, device="cpu"
     )
     assert counts == {"videos": 2, "dropped": 1, "unannotated": 0}
     with open_shard(out, "boxes", expect={"backend": "torchvision", "min_size": 48}) as shard:
@@ -223,16 +214,10 @@ def test_torchvision_missing_weights_name_the_key(tmp_path):
     index = _dataset(tmp_path, [("61", 20, 24, 40, 0)])
     settings = BoxSettings(backend="torchvision", weights=str(tmp_path / "none.pth"))
     with pytest.raises(FileNotFoundError, match="boxes.weights") as error:
-        extract_boxes_shard(
-            index, 0, tmp_path / "o.h5", settings, 8, 2, device="cpu"
-        )
+        extract(index, tmp_path / "o.h5", settings, 8, 2)
     assert "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth" in str(error.value)
     with pytest.raises(ValueError, match="boxes.weights is not set"):
-        extract_boxes_shard(
-            index,
-            0,
-            tmp_path / "o.h5",
-            BoxSettings(backend="torchvision"),
+        extract(index, tmp_path / "o.h5", BoxSettings(backend="torchvision"),
             8,
             2,
             device="cpu",

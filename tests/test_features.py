@@ -11,15 +11,20 @@ import torch
 import torch.nn.functional as F
 
 from regiongraph.dataset.sampling import sample_clip_frames
-from regiongraph.features.cache import BackboneSettings, cache_features_shard, roi_features
+from regiongraph.features.cache import (
+    BackboneSettings,
+    FeatureJob,
+    cache_features_shard,
+    roi_features,
+)
 from regiongraph.features.clips import ClipDataset, ClipSettings, to_network_input
-from regiongraph.features.finetune import FinetuneSettings, finetune_backbone
 from regiongraph.features.transforms import centre_crop_geometry, map_boxes
 from regiongraph.features.weights import load_weights, prepare_weights
 from regiongraph.flow.quantize import quantize_flow
 from regiongraph.flow.storage import write_video_flow
 from regiongraph.io import open_shard, shard_drops, shard_writer
 from regiongraph.models.i3d import build_backbone, global_average_pool
+from regiongraph.train.finetune import FinetuneSettings, finetune_backbone
 
 
 def write_video(folder, frames):
@@ -143,7 +148,7 @@ def run_cache(root, output, workers):
     backbone = BackboneSettings(width_per_group=4)
     counts = cache_features_shard(
         root / "index.parquet", 0, output, root / "rgb.pt", clip, backbone, root / "boxes.h5",
-        "annotations", device="cpu", batch_size=2, workers=workers,
+        "annotations", FeatureJob(device="cpu", batch_size=2, workers=workers),
     )
     return counts, clip, backbone
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from regiongraph.flow import triton_tvl1
+from regiongraph.flow.median_network import median_network_source
 from regiongraph.flow.opencv_backend import create_tvl1
 from regiongraph.flow.params import TVL1Params
 from regiongraph.flow.quantize import quantize_flow
@@ -32,7 +33,7 @@ def test_generated_median_networks_are_current():
     begin = source.index("do not edit by hand")
     begin = source.index("\n", begin) + 1
     end = source.index("\n\n\n_window_median3 = _jit(")
-    assert source[begin:end] + "\n" == triton_tvl1.median_network_source()
+    assert source[begin:end] + "\n" == median_network_source()
 
 
 def test_kernel_choice():
@@ -74,6 +75,7 @@ def interpreted(tmp_path_factory) -> dict[str, np.ndarray]:
         return dict(data)
 
 
+@pytest.mark.slow  # Triton's CPU interpreter: about a minute for the whole module
 @pytest.mark.parametrize("case", ["median5", "median3_early_stop", "no_median"])
 def test_kernel_computes_the_eager_ports_function(interpreted, case):
     fused, eager = interpreted[f"{case}/triton"], interpreted[f"{case}/eager"]
@@ -84,6 +86,7 @@ def test_kernel_computes_the_eager_ports_function(interpreted, case):
     assert np.percentile(epe, 99) < 1e-2
 
 
+@pytest.mark.slow  # Triton's CPU interpreter: about a minute for the whole module
 @pytest.mark.parametrize("case", ["median5", "median3_early_stop"])
 def test_kernel_matches_opencv(interpreted, case):
     overrides = dict(SMALL)
@@ -98,6 +101,7 @@ def test_kernel_matches_opencv(interpreted, case):
     assert (levels <= 1).mean() >= 0.99
 
 
+@pytest.mark.slow  # Triton's CPU interpreter: about a minute for the whole module
 def test_pairs_stop_separately_inside_the_kernel(interpreted):
     iterations = interpreted["median5/iterations"]
     levels_times_warps = SMALL["nscales"] * SMALL["warps"]
@@ -114,6 +118,7 @@ def test_pairs_stop_separately_inside_the_kernel(interpreted):
     np.testing.assert_array_equal(interpreted["median5/alone"][0], interpreted["median5/triton"][0])
 
 
+@pytest.mark.slow  # Triton's CPU interpreter: about a minute for the whole module
 def test_kernel_recovers_translations_with_opencv_defaults(interpreted):
     fused = interpreted["translations_opencv_defaults/triton"]
     for flow, (dx, dy) in zip(fused, SHIFTS, strict=True):

@@ -23,7 +23,9 @@ import json, os, sys, time
 from pathlib import Path
 from regiongraph.gpus import claim_gpu_slot
 name, out = sys.argv[1], Path(sys.argv[2])
-(out / f"{name}.started").write_text("{}")
+started = out / f"{name}.started.tmp"
+started.write_text("{}")
+os.replace(started, out / f"{name}.started")  # whole when it appears
 got = claim_gpu_slot("auto", poll_seconds=0.02)
 tmp = out / f"{name}.tmp"
 tmp.write_text(json.dumps({"device": got, "env": os.environ["CUDA_VISIBLE_DEVICES"]}))

@@ -117,6 +117,7 @@ def small_settings(**overrides):
         hidden=8,
         seed=3,
         device="cpu",
+        keep_checkpoints=None,  # every epoch kept: tests resume from any of them
     )
     values.update(overrides)
     return TrainSettings(**values)

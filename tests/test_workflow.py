@@ -289,3 +289,27 @@ def test_a_missing_or_broken_configfile_is_one_line_naming_file_and_line(tmp_pat
     assert "Traceback" not in message and 'File "' not in message, message
     assert any(line.startswith(expected) for line in message.splitlines()), message
     assert len(message.splitlines()) <= 2
+
+
+HEAVY = ("numpy", "pandas", "h5py", "torch", "torchvision", "cv2", "tqdm", "PIL", "matplotlib", "pyarrow")
+
+
+def test_the_workflow_loads_only_light_modules_of_the_package():
+    """The Snakefile runs in Snakemake's own environment (with --use-conda too), which need not
+    have the pipeline's heavy dependencies: what it imports from regiongraph must not pull them."""
+    code = (
+        "import re, sys\n"
+        "from pathlib import Path\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "before = set(sys.modules)\n"
+        "text = ''.join(p.read_text() for p in [Path('Snakefile'), *Path('rules').glob('*.smk')])\n"
+        "modules = sorted(set(re.findall(r'^from (regiongraph[.\\w]*) import', text, re.M)))\n"
+        "assert modules, 'no regiongraph import found'\n"
+        "for name in modules: __import__(name)\n"
+        "print(' '.join(modules)); print(' '.join(sorted(set(sys.modules) - before)))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    modules, loaded = proc.stdout.splitlines()
+    assert "regiongraph.config" in modules.split()
+    heavy = sorted({name.split(".")[0] for name in loaded.split()} & set(HEAVY))
+    assert not heavy, f"the workflow's imports ({modules}) load {heavy}"

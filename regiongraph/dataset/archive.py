@@ -33,7 +33,7 @@ import tarfile
 import threading
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -333,6 +333,21 @@ def _stream_member(stream: GunzipReader, target: Path, size: int) -> None:
         os.close(fd)
 
 
+@dataclass
+class _Extracted:
+    """What the extraction has written so far (for the manifest)."""
+
+    videos: set[str] = field(default_factory=set)
+    frames: int = 0
+    frame_bytes: int = 0
+
+    def add(self, target: Path, size: int) -> None:
+        if target.suffix.lower() == ".jpg":
+            self.frames += 1
+            self.frame_bytes += size
+            self.videos.add(target.parent.name)
+
+
 def extract_archive(
     folder: str | os.PathLike,
     out: str | os.PathLike,
@@ -347,87 +362,26 @@ def extract_archive(
     """
     out = Path(out)
     parts = find_parts(folder, stem)
-    stamp = out / STAMP
-    if stamp.exists():
-        recorded = json.loads(stamp.read_text())
-        if recorded.get("parts") == _parts_stamp(parts):
-            log.info("%s: already extracted from the same %d parts; nothing to do", out, len(parts))
-            return recorded["manifest"]
-        log.info("%s: parts changed since the last extraction; extracting again", out)
-    with open(parts[0].path, "rb") as handle:
-        if handle.read(2) != GZIP_MAGIC:
-            raise ArchiveError(
-                f"{parts[0].path}: not a gzip file (the first part must start a tar.gz)"
-            )
+    recorded = _recorded_manifest(out, parts)
+    if recorded is not None:
+        return recorded
+    _check_gzip_start(parts[0])
     partial = out.with_name(out.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
     total = sum(p.size for p in parts)
-    videos: set[str] = set()
-    frames = 0
-    frame_bytes = 0
     with tqdm(total=total, unit="B", unit_scale=True, desc="extract") as progress:
         reader = PartsReader(parts, progress)
         stream = GunzipReader(reader, chunk_bytes=buffer_bytes)
-        made: set[Path] = set()
         writer = FileWriterPool(write_threads)
         try:
-            tar = tarfile.open(fileobj=stream, mode="r:")
-            while (member := tar.next()) is not None:
-                tar.members.clear()  # SSv1 has 11 M members: keep none in memory
-                try:
-                    check_member(member, max_member_bytes)
-                except ArchiveError as error:
-                    raise ArchiveError(f"{reader.part.path}: {error}") from None
-                target = partial / member.name
-                if member.isdir():
-                    if target not in made:
-                        target.mkdir(parents=True, exist_ok=True)
-                        made.add(target)
-                    continue
-                if target.parent not in made:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    made.add(target.parent)
-                stream.seek(member.offset_data)
-                if member.size > STREAM_MEMBER_BYTES:
-                    _stream_member(stream, target, member.size)
-                else:
-                    writer.submit(target, stream.read_exact(member.size))
-                if target.suffix.lower() == ".jpg":
-                    frames += 1
-                    frame_bytes += member.size
-                    videos.add(target.parent.name)
-            # tarfile ends quietly at a header it cannot parse, and deflate decodes some garbage
-            # without complaint: read the stream to its end so that zlib checks the gzip CRC and
-            # length, and only zero padding may follow the last member.
-            where = reader.part.path
-            while chunk := stream.read(1 << 20):
-                if chunk.count(0) != len(chunk):
-                    raise ArchiveError(
-                        f"{where}: corrupt archive data found in this part or the one before "
-                        f"(unreadable tar header at byte {tar.offset} of the uncompressed stream)"
-                    )
+            extracted = _write_members(stream, reader, partial, writer, max_member_bytes)
             writer.close()
         except (tarfile.ReadError, EOFError, zlib.error, OSError) as error:
             writer.close(wait=False)  # no thread may write into the folder being removed
             shutil.rmtree(partial, ignore_errors=True)
-            where = reader.part.path
-            # split -b cuts every part but the last to one size: a shorter one was truncated
-            odd = [p for p in parts[:-1] if p.size != parts[0].size]
-            if odd:
-                raise ArchiveError(
-                    f"{odd[0].path}: part is {odd[0].size} bytes where {parts[0].path.name} is "
-                    f"{parts[0].size}: truncated? (the stream failed in {where.name}: {error})"
-                ) from error
-            if isinstance(error, EOFError) or "unexpected end" in str(error).lower():
-                raise ArchiveError(
-                    f"{where}: archive ends early: part truncated or a later part missing ({error})"
-                ) from error
-            raise ArchiveError(
-                f"{where}: corrupt archive data found in this part; deflate detects damage late, so "
-                f"it may lie in this part or the one before ({error})"
-            ) from error
+            raise _stream_error(error, parts, reader.part.path) from error
         except BaseException:
             writer.close(wait=False)
             shutil.rmtree(partial, ignore_errors=True)
@@ -441,10 +395,104 @@ def extract_archive(
             for stamp, digest in zip(_parts_stamp(parts), reader.digests, strict=True)
         ],
         "archive_bytes": total,
-        "videos": len(videos),
-        "frames": frames,
-        "frame_bytes": frame_bytes,
+        "videos": len(extracted.videos),
+        "frames": extracted.frames,
+        "frame_bytes": extracted.frame_bytes,
     }
+    _install(partial, out, parts, manifest)
+    log.info(
+        "extracted %d videos, %d frames (%d bytes) into %s",
+        len(extracted.videos),
+        extracted.frames,
+        extracted.frame_bytes,
+        out,
+    )
+    return manifest
+
+
+def _recorded_manifest(out: Path, parts: list[Part]) -> dict | None:
+    """The manifest of an earlier extraction of the same parts into ``out``, if any."""
+    stamp = out / STAMP
+    if not stamp.exists():
+        return None
+    recorded = json.loads(stamp.read_text())
+    if recorded.get("parts") == _parts_stamp(parts):
+        log.info("%s: already extracted from the same %d parts; nothing to do", out, len(parts))
+        return recorded["manifest"]
+    log.info("%s: parts changed since the last extraction; extracting again", out)
+    return None
+
+
+def _check_gzip_start(first: Part) -> None:
+    with open(first.path, "rb") as handle:
+        if handle.read(2) != GZIP_MAGIC:
+            raise ArchiveError(f"{first.path}: not a gzip file (the first part must start a tar.gz)")
+
+
+def _write_members(
+    stream: GunzipReader,
+    reader: PartsReader,
+    partial: Path,
+    writer: FileWriterPool,
+    max_member_bytes: int | None,
+) -> _Extracted:
+    """Check and write every member of the tar stream into ``partial``, then check that
+    nothing but padding follows the last one."""
+    extracted = _Extracted()
+    made: set[Path] = set()
+    tar = tarfile.open(fileobj=stream, mode="r:")
+    while (member := tar.next()) is not None:
+        tar.members.clear()  # SSv1 has 11 M members: keep none in memory
+        try:
+            check_member(member, max_member_bytes)
+        except ArchiveError as error:
+            raise ArchiveError(f"{reader.part.path}: {error}") from None
+        target = partial / member.name
+        folder = target if member.isdir() else target.parent
+        if folder not in made:
+            folder.mkdir(parents=True, exist_ok=True)
+            made.add(folder)
+        if member.isdir():
+            continue
+        stream.seek(member.offset_data)
+        if member.size > STREAM_MEMBER_BYTES:
+            _stream_member(stream, target, member.size)
+        else:
+            writer.submit(target, stream.read_exact(member.size))
+        extracted.add(target, member.size)
+    # tarfile ends quietly at a header it cannot parse, and deflate decodes some garbage
+    # without complaint: read the stream to its end so that zlib checks the gzip CRC and
+    # length, and only zero padding may follow the last member.
+    while chunk := stream.read(1 << 20):
+        if chunk.count(0) != len(chunk):
+            raise ArchiveError(
+                f"{reader.part.path}: corrupt archive data found in this part or the one before "
+                f"(unreadable tar header at byte {tar.offset} of the uncompressed stream)"
+            )
+    return extracted
+
+
+def _stream_error(error: Exception, parts: list[Part], where: Path) -> ArchiveError:
+    """What a failure of the compressed stream most likely means, naming the part."""
+    # split -b cuts every part but the last to one size: a shorter one was truncated
+    odd = [p for p in parts[:-1] if p.size != parts[0].size]
+    if odd:
+        return ArchiveError(
+            f"{odd[0].path}: part is {odd[0].size} bytes where {parts[0].path.name} is "
+            f"{parts[0].size}: truncated? (the stream failed in {where.name}: {error})"
+        )
+    if isinstance(error, EOFError) or "unexpected end" in str(error).lower():
+        return ArchiveError(
+            f"{where}: archive ends early: part truncated or a later part missing ({error})"
+        )
+    return ArchiveError(
+        f"{where}: corrupt archive data found in this part; deflate detects damage late, so "
+        f"it may lie in this part or the one before ({error})"
+    )
+
+
+def _install(partial: Path, out: Path, parts: list[Part], manifest: dict) -> None:
+    """Stamp the finished extraction and put it in place of any earlier one."""
     (partial / STAMP).write_text(
         json.dumps({"parts": _parts_stamp(parts), "manifest": manifest}, indent=2)
     )
@@ -452,10 +500,6 @@ def extract_archive(
         _make_writable(out)
         shutil.rmtree(out)
     os.replace(partial, out)
-    log.info(
-        "extracted %d videos, %d frames (%d bytes) into %s", len(videos), frames, frame_bytes, out
-    )
-    return manifest
 
 
 def _make_writable(folder: Path) -> None:

@@ -183,15 +183,21 @@ def _id_order(ids: pd.Series) -> pd.Series:
     return numeric if numeric.notna().all() else ids
 
 
-def shard_rows(index: pd.DataFrame, shard: int) -> pd.DataFrame:
-    """The index rows of one shard."""
-    return index[index["shard"] == shard].reset_index(drop=True)
-
-
 def read_index(path: str | os.PathLike) -> pd.DataFrame:
+    """``index/{split}.parquet``, checked for its columns, in its own (video id) order."""
     path = Path(path)
     table = pd.read_parquet(path)
     missing = [c for c in INDEX_COLUMNS if c not in table.columns]
     if missing:
-        raise ValueError(f"{path}: index lacks columns {missing}")
+        raise ValueError(f"{path}: index lacks columns {missing}; rerun the index stage")
     return table
+
+
+def read_shard(path: str | os.PathLike, shard: int) -> tuple[pd.DataFrame, str]:
+    """The rows of shard ``shard`` of the index at ``path``, in index order, and the split.
+
+    Every per-shard stage reads its videos here, so that all of them see one order."""
+    index = read_index(path)
+    rows = index[index["shard"] == int(shard)].reset_index(drop=True)
+    split = str(index["split"].iloc[0]) if len(index) else Path(path).stem
+    return rows, split

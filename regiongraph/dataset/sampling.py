@@ -17,6 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 SAMPLING_MODES = ("centre", "start")
+# Box frames are every second clip frame: the backbone halves time after res2, so box frame t
+# lines up with feature frame t. The boxes, features and fine-tuning stages all use this one.
+BOX_EVERY = 2
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,7 @@ def sample_clip_frames(
     n_frames: int,
     num_frames: int = 32,
     stride: int = 2,
-    box_every: int = 2,
+    box_every: int = BOX_EVERY,
     mode: str = "centre",
     offset: int | None = None,
 ) -> ClipFrames:

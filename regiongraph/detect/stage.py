@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,14 +30,17 @@ from regiongraph.dataset.frames import (
     frame_path,
     read_video_frames,
 )
-from regiongraph.dataset.sampling import sample_clip_frames
+from regiongraph.dataset.index import read_shard
+from regiongraph.dataset.sampling import BOX_EVERY, sample_clip_frames
 from regiongraph.detect.boxes import VideoBoxes
-from regiongraph.io import file_checksum, record_shard_drops, shard_writer
+from regiongraph.detect.storage import BOXES_STAGE, write_video_boxes
+from regiongraph.gpus import resolve_device
+from regiongraph.io import DropReport, file_checksum, shard_writer
+from regiongraph.jobs import prefetch
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("annotations", "torchvision", "detectron2")
-BOX_EVERY = 2  # box frame t is clip frame 2t: the backbone halves time after res2
 
 
 @dataclass(frozen=True)
@@ -69,17 +71,6 @@ class BoxSettings:
         for key in ("per_frame", "min_size", "rpn_top_n", "batch_size", "decode_threads"):
             if getattr(self, key) < 1:
                 raise ValueError(f"boxes.{key} must be at least 1, got {getattr(self, key)}")
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without one is an error."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda is configured but torch sees no CUDA GPU; use auto or cpu")
-    return device
 
 
 def resolve_weights(settings: BoxSettings, weights_cache: str | os.PathLike) -> Path:
@@ -150,27 +141,26 @@ def extract_boxes_shard(
     settings: BoxSettings,
     num_frames: int,
     frame_stride: int,
-    sampling: str = "centre",
-    device: str = "auto",
+    sampling: str,
+    *,
+    device: str,
+    weights_cache: str | os.PathLike,
     box_annotations: str | os.PathLike | list | None = None,
-    weights_cache: str | os.PathLike = "results/weights/downloads",
 ) -> dict[str, int]:
     """Write the boxes of every video of shard ``shard`` of ``index_path`` to ``output``.
 
     Returns counts: ``videos`` written, ``dropped`` (corrupt frames), ``unannotated``
     (annotations backend: videos missing from the file, written without valid boxes).
     """
-    index = pd.read_parquet(index_path)
-    needed = {"video_id", "split", "n_frames", "height", "width", "frame_dir", "shard"}
-    if needed - set(index.columns):
-        raise ValueError(f"{index_path}: index lacks columns {sorted(needed - set(index.columns))}")
+    rows, split = read_shard(index_path, shard)
     job = _ShardJob(
-        rows=index[index["shard"] == int(shard)].sort_values("video_id", kind="stable"),
-        split=str(index["split"].iloc[0]) if len(index) else "",
+        rows=rows,
+        split=split,
         shard=int(shard),
         output=Path(output),
         per_frame=settings.per_frame,
         box_frames_per_video=num_frames // BOX_EVERY,
+        drops=DropReport(BOXES_STAGE, split),
     )
     job.clips = {
         row.video_id: sample_clip_frames(
@@ -204,30 +194,20 @@ class _ShardJob:
     output: Path
     per_frame: int
     box_frames_per_video: int
+    drops: DropReport
     clips: dict = field(default_factory=dict)
     counts: dict = field(default_factory=lambda: {"videos": 0, "dropped": 0, "unannotated": 0})
-    dropped: list = field(default_factory=list)
 
     @property
     def desc(self) -> str:
         return f"boxes {self.split} shard {self.shard:03d}"
 
     def drop(self, video_id: str, error: CorruptFrameError) -> None:
-        log.warning("%s: dropped (%s)", video_id, error)
-        row = {"video_id": video_id, "split": self.split, "reason": str(error), "stage": "boxes"}
-        self.dropped.append(row)
+        self.drops.drop(video_id, str(error))
         self.counts["dropped"] += 1
 
     def write(self, handle, video_id: str, found: VideoBoxes, height: int, width: int) -> None:
-        group = handle.create_group(str(video_id))
-        group.create_dataset("boxes", data=found.boxes.astype(np.float32))
-        group.create_dataset("scores", data=found.scores.astype(np.float32))
-        group.create_dataset("classes", data=found.classes.astype(np.int32))
-        group.create_dataset("mask", data=found.mask.astype(bool))
-        frames = np.asarray(self.clips[video_id].box_frames, dtype=np.int64)
-        group.create_dataset("frame_indices", data=frames)
-        group.attrs["height"] = int(height)
-        group.attrs["width"] = int(width)
+        write_video_boxes(handle, video_id, found, self.clips[video_id].box_frames, height, width)
         self.counts["videos"] += 1
 
 
@@ -261,7 +241,7 @@ def _annotation_shard(job: _ShardJob, settings, recorded, box_annotations, index
         annotations_checksum=[file_checksum(p) for p in paths],
     )
     inputs = {"index": index_path, **{f"annotations_{i}": p for i, p in enumerate(paths)}}
-    with shard_writer(job.output, "boxes", recorded, inputs) as handle:
+    with shard_writer(job.output, BOXES_STAGE, recorded, inputs) as handle:
         handle.attrs["class_names"] = np.array(annotations.class_names, dtype=object)
         for row in tqdm(job.rows.itertuples(), total=len(job.rows), desc=job.desc, unit="video"):
             box_frames = job.clips[row.video_id].box_frames
@@ -277,7 +257,7 @@ def _annotation_shard(job: _ShardJob, settings, recorded, box_annotations, index
             height, width = int(row.height), int(row.width)
             found = annotations.video_boxes(row.video_id, box_frames, height, width, job.per_frame)
             job.write(handle, row.video_id, found, height, width)
-        record_shard_drops(handle, job.dropped)
+        job.drops.record(handle)
     return job.counts
 
 
@@ -287,7 +267,7 @@ def _detector_shard(job: _ShardJob, settings, recorded, device, weights_cache, i
         from regiongraph.detect.detectron2_backend import import_detectron2
 
         import_detectron2()  # the install hint before any download
-    device = resolve_device(device)
+    device = str(resolve_device(device))
     weights = resolve_weights(settings, weights_cache)
     detector = build_detector(settings, device, weights)
     recorded["weights_checksum"] = file_checksum(weights)
@@ -313,8 +293,9 @@ def _detector_shard(job: _ShardJob, settings, recorded, device, weights_cache, i
 
     inputs = {"index": index_path, "weights": weights}
     with (
-        shard_writer(job.output, "boxes", recorded, inputs) as handle,
+        shard_writer(job.output, BOXES_STAGE, recorded, inputs) as handle,
         tqdm(total=len(job.rows), desc=job.desc, unit="video") as bar,
+        ThreadPoolExecutor(max_workers=settings.decode_threads) as decoders,
     ):
         handle.attrs["class_names"] = np.array(detector.class_names, dtype=object)
         pending: list[tuple[Any, np.ndarray]] = []
@@ -330,9 +311,7 @@ def _detector_shard(job: _ShardJob, settings, recorded, device, weights_cache, i
             pending.clear()
 
         videos_ahead = max(4, 2 * settings.batch_size // job.box_frames_per_video)  # ~2 batches
-        for row, result in _prefetch(
-            decode, job.rows.itertuples(), settings.decode_threads, videos_ahead
-        ):
+        for row, result in prefetch(decoders, decode, job.rows.itertuples(), videos_ahead):
             if isinstance(result, CorruptFrameError):
                 job.drop(row.video_id, result)
                 bar.update()
@@ -342,7 +321,7 @@ def _detector_shard(job: _ShardJob, settings, recorded, device, weights_cache, i
                 flush()
         if pending:
             flush()
-        record_shard_drops(handle, job.dropped)
+        job.drops.record(handle)
     return job.counts
 
 
@@ -354,15 +333,3 @@ def _check_frames(frame_dir: str, indices: Iterable[int]) -> CorruptFrameError |
         if problem is not None:
             return CorruptFrameError(path, problem)
     return None
-
-
-def _prefetch(fn: Callable, items: Iterable, workers: int, window: int) -> Iterator:
-    """``map(fn, items)`` in ``workers`` threads, in order, at most ``window`` items ahead."""
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        queue: deque = deque()
-        for item in items:
-            queue.append(pool.submit(fn, item))
-            if len(queue) >= window:
-                yield queue.popleft().result()
-        while queue:
-            yield queue.popleft().result()

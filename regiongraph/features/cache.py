@@ -19,26 +19,30 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
-import h5py
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 from torchvision.ops import roi_align
 from tqdm import tqdm
 
-from regiongraph.features.clips import ClipDataset, ClipSettings, resolve_device, to_network_input
+from regiongraph.dataset.index import read_shard
+from regiongraph.dataset.sampling import BOX_EVERY
+from regiongraph.features.clips import ClipDataset, ClipSettings, to_network_input
+from regiongraph.features.storage import (
+    FEATURES_STAGE,
+    ROI_SIZE,
+    FeatureShardWriter,
+    feature_settings,
+)
 from regiongraph.features.weights import load_weights
-from regiongraph.io import file_checksum, record_shard_drops, shard_writer
+from regiongraph.gpus import resolve_device
+from regiongraph.io import DropReport, file_checksum, shard_writer
 from regiongraph.models.i3d import FEATURE_DIM, I3DResNet, build_backbone, global_average_pool
 
 log = logging.getLogger(__name__)
 
-ROI_SIZE = 7
 
 
 @dataclass(frozen=True)
@@ -98,36 +102,6 @@ def roi_features(
     return out
 
 
-class FeatureShardWriter:
-    """Columnar datasets of one features shard, grown a batch at a time, chunked per video."""
-
-    def __init__(self, handle: h5py.File, t_box: int, per_frame: int, channels: int = FEATURE_DIM):
-        self.handle = handle
-        shapes = {
-            "video_id": ((), h5py.string_dtype()),
-            "label_index": ((), np.int64),
-            "global": ((channels,), np.float16),
-            "roi": ((t_box, per_frame, channels), np.float16),
-            "boxes": ((t_box, per_frame, 4), np.float32),
-            "mask": ((t_box, per_frame), bool),
-        }
-        for name, (shape, dtype) in shapes.items():
-            handle.create_dataset(
-                name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype, chunks=(1, *shape)
-            )
-        self.count = 0
-
-    def append(self, columns: Mapping[str, np.ndarray]) -> None:
-        n = len(columns["video_id"])
-        if n == 0:
-            return
-        for name, values in columns.items():
-            dataset = self.handle[name]
-            dataset.resize(self.count + n, axis=0)
-            dataset[self.count : self.count + n] = values
-        self.count += n
-
-
 def load_backbone(
     weights_path: str | os.PathLike, backbone: BackboneSettings, stream: str
 ) -> I3DResNet:
@@ -147,6 +121,16 @@ def load_backbone(
     return model
 
 
+@dataclass(frozen=True)
+class FeatureJob:
+    """How one features shard is computed: the run's side (device, batch, loader workers);
+    what it computes is in the clip and backbone settings."""
+
+    device: str
+    batch_size: int
+    workers: int
+
+
 def cache_features_shard(
     index_path: str | os.PathLike,
     shard: int,
@@ -156,11 +140,8 @@ def cache_features_shard(
     backbone: BackboneSettings,
     boxes_path: str | os.PathLike,
     boxes_backend: str,
+    job: FeatureJob,
     flow_path: str | os.PathLike | None = None,
-    device: str = "auto",
-    batch_size: int = 8,
-    workers: int = 2,
-    extra_settings: Mapping[str, Any] | None = None,
 ) -> dict[str, int]:
     """Write the features shard ``output`` for shard ``shard`` of ``index_path``.
 
@@ -169,13 +150,10 @@ def cache_features_shard(
     """
     if clip.training:
         raise ValueError("feature caching samples clips in evaluation mode (training=False)")
-    index = pd.read_parquet(index_path)
-    rows = index[index["shard"] == int(shard)].sort_values("video_id", kind="stable")
-    split = str(index["split"].iloc[0]) if len(index) else ""
-    dev = resolve_device(device)
+    rows, split = read_shard(index_path, shard)
+    dev = resolve_device(job.device)
     model = load_backbone(weights_path, backbone, clip.stream).to(dev).eval()
-    cuda = dev.type == "cuda"
-    if cuda:
+    if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last_3d)
     dataset = ClipDataset(
         rows,
@@ -185,56 +163,41 @@ def cache_features_shard(
     )
     loader = DataLoader(
         dataset,
-        batch_size=batch_size,
-        num_workers=workers,
-        pin_memory=cuda,
+        batch_size=job.batch_size,
+        num_workers=job.workers,
+        pin_memory=dev.type == "cuda",
         persistent_workers=False,
-        prefetch_factor=4 if workers else None,
+        prefetch_factor=4 if job.workers else None,
     )
     inputs = {"index": index_path, "weights": weights_path, "boxes": boxes_path}
     if flow_path is not None:
         inputs["flow"] = flow_path
-    settings = {
-        "stream": clip.stream,
-        "arch": backbone.arch,
-        "weights_checksum": file_checksum(weights_path),
-        "num_frames": clip.num_frames,
-        "frame_stride": clip.frame_stride,
-        "crop_size": clip.crop_size,
-        "resize_short": clip.resize_short,
-        "boxes_backend": boxes_backend,
-        "per_frame": clip.per_frame,
-        "sampling": clip.sampling,
-        "mean": clip.mean,
-        "std": clip.std,
-        "roi_size": ROI_SIZE,
-        "spatial_scale": 1.0 / backbone.spatial_stride,
-        "roi_aligned": True,
-        **{key: value for key, value in asdict(backbone).items() if key != "arch"},
-        **dict(extra_settings or {}),
-    }
-    t_box = clip.num_frames // 2
-    counts = {"videos": 0, "dropped": 0}
-    dropped: list[dict[str, str]] = []
+    settings = feature_settings(
+        clip, backbone, file_checksum(weights_path), boxes_backend, 1.0 / backbone.spatial_stride
+    )
+    drops = DropReport(FEATURES_STAGE, split)
+    videos = 0
     desc = f"features {clip.stream} {split} shard {int(shard):03d}"
-    log.info("%s: %d videos on %s, batch %d, %d workers", desc, len(rows), dev, batch_size, workers)
-    with shard_writer(output, "features", settings, inputs) as handle, torch.inference_mode():
-        writer = FeatureShardWriter(handle, t_box, clip.per_frame)
-        with tqdm(total=len(rows), desc=desc, unit="video") as bar:
-            for batch in loader:
-                failures = _failures(batch, split)
-                dropped += failures
-                counts["dropped"] += len(failures)
-                keep = torch.tensor([not e for e in batch["error"]])
-                if keep.any():
-                    columns = _forward(model, batch, keep, clip, backbone, dev)
-                    writer.append(columns)
-                    counts["videos"] += int(keep.sum())
-                bar.update(len(batch["video_id"]))
-        record_shard_drops(handle, dropped)
+    log.info("%s: %d videos on %s, batch %d, %d workers", desc, len(rows), dev, job.batch_size, job.workers)
+    with (
+        shard_writer(output, FEATURES_STAGE, settings, inputs) as handle,
+        torch.inference_mode(),
+        tqdm(total=len(rows), desc=desc, unit="video") as bar,
+    ):
+        writer = FeatureShardWriter(handle, clip.num_frames // BOX_EVERY, clip.per_frame, FEATURE_DIM)
+        for batch in loader:
+            for video_id, error in zip(batch["video_id"], batch["error"], strict=True):
+                if error:
+                    drops.drop(video_id, error)
+            keep = torch.tensor([not error for error in batch["error"]])
+            if keep.any():
+                writer.append(_forward(model, batch, keep, clip, backbone, dev))
+                videos += int(keep.sum())
+            bar.update(len(batch["video_id"]))
+        drops.record(handle)
     dataset.close()
-    log.info("%s: %d videos written, %d dropped", desc, counts["videos"], counts["dropped"])
-    return counts
+    log.info("%s: %d videos written, %d dropped", desc, videos, len(drops))
+    return {"videos": videos, "dropped": len(drops)}
 
 
 def _forward(model, batch, keep, clip: ClipSettings, backbone: BackboneSettings, dev):
@@ -258,14 +221,3 @@ def _forward(model, batch, keep, clip: ClipSettings, backbone: BackboneSettings,
         "boxes": boxes.cpu().numpy(),
         "mask": mask.cpu().numpy(),
     }
-
-
-def _failures(batch, split: str) -> list[dict[str, str]]:
-    rows = []
-    for video_id, error in zip(batch["video_id"], batch["error"], strict=True):
-        if error:
-            log.warning("%s: dropped from features (%s)", video_id, error)
-            rows.append(
-                {"video_id": video_id, "split": split, "reason": error, "stage": "features"}
-            )
-    return rows

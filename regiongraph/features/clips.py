@@ -29,7 +29,8 @@ import torch
 from torch.utils.data import Dataset
 
 from regiongraph.dataset.frames import CorruptFrameError, read_video_frames
-from regiongraph.dataset.sampling import ClipFrames, sample_clip_frames
+from regiongraph.dataset.sampling import BOX_EVERY, ClipFrames, sample_clip_frames
+from regiongraph.detect.storage import BOXES_STAGE, read_video_boxes
 from regiongraph.features.transforms import (
     CropGeometry,
     centre_crop_geometry,
@@ -40,14 +41,13 @@ from regiongraph.features.transforms import (
     resize_and_crop,
     resize_and_crop_flow,
 )
-from regiongraph.flow.storage import read_flow
+from regiongraph.flow.storage import FLOW_STAGE, read_flow
 from regiongraph.io import open_shard, shard_settings
+from regiongraph.models.i3d import STREAM_CHANNELS
 
 log = logging.getLogger(__name__)
 
-BOX_EVERY = 2  # box frames are every second clip frame (docs/formats.md, clip sampling)
-STREAMS = ("rgb", "flow")
-STREAM_CHANNELS = {"rgb": 3, "flow": 2}
+STREAMS = tuple(STREAM_CHANNELS)
 
 
 class MissingFlowError(LookupError):
@@ -163,7 +163,7 @@ class ClipDataset(Dataset):
                 item["clip"] = torch.from_numpy(array).permute(3, 0, 1, 2).contiguous()
             else:
                 path = self.flow_paths[int(row["shard"])]
-                handle = self._handle(path, "flow")
+                handle = self._handle(path, FLOW_STAGE)
                 if video_id not in handle:
                     raise MissingFlowError(f"{path}: no flow for video {video_id!r}")
                 flow, _ = read_flow(handle, video_id, flow_frame_indices(clip.frames, n_frames))
@@ -186,39 +186,15 @@ class ClipDataset(Dataset):
 
     def read_boxes(self, row, clip: ClipFrames, geometry: CropGeometry):
         """The video's boxes mapped into crop pixels; none (mask all false) when absent."""
-        s = self.settings
-        path = self.boxes_paths[int(row["shard"])]
-        handle = self._handle(path, "boxes")
-        video_id = str(row["video_id"])
-        t_box = s.num_frames // BOX_EVERY
-        if video_id not in handle:
-            log.warning("%s: no boxes for video %s; its RoI block is empty", path, video_id)
-            return np.zeros((t_box, s.per_frame, 4), np.float32), np.zeros(
-                (t_box, s.per_frame), bool
-            )
-        group = handle[video_id]
-        recorded = group["frame_indices"][()]
-        if not np.array_equal(recorded, clip.box_frames):
-            raise ValueError(
-                f"{path}: video {video_id} has boxes on frames {recorded.tolist()}, but the clip's "
-                f"box frames are {clip.box_frames.tolist()}: the boxes were made under other "
-                "backbone.num_frames / frame_stride settings; rerun the boxes stage"
-            )
-        boxes = group["boxes"][()]
-        mask = group["mask"][()]
-        if boxes.shape != (t_box, s.per_frame, 4):
-            raise ValueError(
-                f"{path}: video {video_id} boxes have shape {boxes.shape}, expected "
-                f"{(t_box, s.per_frame, 4)} (boxes.per_frame = {s.per_frame})"
-            )
-        # boxes are in the pixels of the frames the boxes stage saw; rescale if ours differ
-        box_h = int(group.attrs.get("height", geometry.height))
-        box_w = int(group.attrs.get("width", geometry.width))
-        if (box_h, box_w) != (geometry.height, geometry.width):
-            boxes = boxes * np.array(
-                [geometry.width / box_w, geometry.height / box_h] * 2, dtype=np.float32
-            )
-        return map_boxes(boxes, mask, geometry)
+        found = read_video_boxes(
+            self._handle(self.boxes_paths[int(row["shard"])], BOXES_STAGE),
+            str(row["video_id"]),
+            clip.box_frames,
+            self.settings.per_frame,
+            geometry.height,
+            geometry.width,
+        )
+        return map_boxes(found.boxes, found.mask, geometry)
 
 
 def to_network_input(
@@ -229,12 +205,3 @@ def to_network_input(
     if clip.dtype == torch.uint8:
         return (clip.float() - mean) / std
     return clip.float()
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda when torch sees a GPU, else cpu; ``cuda`` without one is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda is configured but torch sees no CUDA GPU; use auto or cpu")
-    return torch.device(device)

@@ -23,9 +23,10 @@ from typing import Any
 import torch
 
 from regiongraph.io import atomic_path, code_version, file_checksum
-from regiongraph.io.download import fetch_weights, is_url
+from regiongraph.io.download import fetch_weights
 from regiongraph.models.caffe2 import convert_caffe2_blobs, cross_modality_init, load_caffe2_pickle
 from regiongraph.models.i3d import build_backbone
+from regiongraph.sources import is_url
 
 log = logging.getLogger(__name__)
 

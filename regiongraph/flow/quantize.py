@@ -13,7 +13,7 @@ import numpy as np
 def check_bound(bound: float) -> float:
     bound = float(bound)
     if not bound > 0:
-        raise ValueError(f"flow bound must be > 0, got {bound!r}")
+        raise ValueError(f"flow.bound must be > 0, got {bound!r}")
     return bound
 
 

@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,11 +32,12 @@ import numpy as np
 from tqdm import tqdm
 
 from regiongraph.dataset.frames import CorruptFrameError, read_video_frames
-from regiongraph.dataset.index import read_index, shard_rows
+from regiongraph.dataset.index import read_shard
 from regiongraph.flow.params import TVL1Params, check_kernel
-from regiongraph.flow.quantize import quantize_flow
+from regiongraph.flow.quantize import check_bound, quantize_flow
 from regiongraph.flow.storage import FLOW_STAGE, check_video_id, write_video_flow
-from regiongraph.io import record_shard_drops, shard_writer
+from regiongraph.io import DropReport, shard_writer
+from regiongraph.jobs import prefetch
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,7 @@ def flow_settings(
     if backend not in BACKENDS:
         raise ValueError(f"flow.backend must be one of {BACKENDS}, got {backend!r}")
     check_kernel(kernel)
-    bound = float(bound)
-    if not bound > 0:
-        raise ValueError(f"flow.bound must be > 0, got {bound!r}")
-    settings = {"backend": backend, "bound": bound, **params.to_config()}
+    settings = {"backend": backend, "bound": check_bound(bound), **params.to_config()}
     if backend == "torch":
         settings["kernel"] = kernel
     return settings
@@ -137,22 +135,7 @@ def _opencv_results(tasks: list[tuple], workers: int) -> Iterator[VideoResult]:
         yield from map(_opencv_video, tasks)
         return
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_pool_worker) as pool:
-        yield from _prefetched(pool, _opencv_video, tasks, ahead=2 * workers)
-
-
-def _prefetched(pool, function: Callable, items: Iterable, ahead: int) -> Iterator:
-    """``pool.map`` in order, but with at most ``ahead`` items submitted and not yet taken.
-
-    ``Executor.map`` submits everything at once, which would hold a whole shard's decoded
-    frames (or flow) in memory when the consumer is slower.
-    """
-    futures: deque = deque()
-    for item in items:
-        futures.append(pool.submit(function, item))
-        if len(futures) > ahead:
-            yield futures.popleft().result()
-    while futures:
-        yield futures.popleft().result()
+        yield from prefetch(pool, _opencv_video, tasks, ahead=2 * workers)
 
 
 IN_FLIGHT = 2  # torch backend: batches submitted to the solver and not yet written
@@ -186,7 +169,8 @@ def _torch_results(
     """
     import torch
 
-    from regiongraph.flow.torch_tvl1 import resolve_device, resolve_kernel, torch_pairs_flow
+    from regiongraph.flow.torch_tvl1 import resolve_kernel, torch_pairs_flow
+    from regiongraph.gpus import resolve_device
 
     device = resolve_device(device)
     kernel = resolve_kernel(kernel, device, params)  # fails before any decoding if impossible
@@ -218,7 +202,7 @@ def _torch_results(
         ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="tvl1") as solver,
     ):
-        decoded = _prefetched(
+        decoded = prefetch(
             pool, lambda t: (t[0], *_read_gray(t[1], t[2])), tasks, ahead=4 * max(1, workers)
         )
         for video_id, frames, reason, warnings in decoded:
@@ -262,7 +246,7 @@ def compute_flow_shard(
     settings = flow_settings(backend, bound, params, kernel)
     if batch_size < 1:
         raise ValueError(f"flow.batch_size must be >= 1, got {batch_size!r}")
-    rows = shard_rows(read_index(index_path), int(shard))
+    rows, split = read_shard(index_path, shard)
     tasks = [
         (
             check_video_id(row.video_id),
@@ -273,7 +257,6 @@ def compute_flow_shard(
         )
         for row in rows.itertuples(index=False)
     ]
-    split_of = dict(zip(rows["video_id"].astype(str), rows["split"].astype(str), strict=True))
     if backend == "opencv":
         results = _opencv_results(tasks, workers)
     else:
@@ -281,7 +264,7 @@ def compute_flow_shard(
             tasks, params, settings["bound"], workers, device, batch_size, kernel
         )
     counts = {"videos": 0, "dropped": 0, "pairs": 0}
-    dropped = []
+    drops = DropReport(FLOW_STAGE, split)
     start = time.perf_counter()
     with (
         shard_writer(output, FLOW_STAGE, settings, inputs={"index": index_path}) as handle,
@@ -297,15 +280,7 @@ def compute_flow_shard(
             for message in result.warnings:
                 log.warning("%s", message)
             if result.dropped is not None:
-                log.warning("video %s dropped: %s", result.video_id, result.dropped)
-                dropped.append(
-                    {
-                        "video_id": result.video_id,
-                        "split": split_of[result.video_id],
-                        "reason": result.dropped,
-                        "stage": FLOW_STAGE,
-                    }
-                )
+                drops.drop(result.video_id, result.dropped)
                 counts["dropped"] += 1
                 continue
             write_video_flow(handle, result.video_id, result.flow, deflate)
@@ -313,7 +288,7 @@ def compute_flow_shard(
             counts["pairs"] += result.flow.shape[0]
         handle.attrs["n_videos"] = counts["videos"]
         handle.attrs["n_dropped"] = counts["dropped"]
-        record_shard_drops(handle, dropped)
+        drops.record(handle)
     elapsed = time.perf_counter() - start
     log.info(
         "%s: %d videos, %d pairs, %d dropped in %.1f s (%.1f pairs/s, backend %s)",

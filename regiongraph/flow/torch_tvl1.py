@@ -33,15 +33,16 @@ fused kernel (Triton, or CUDA graphs around it) would replace.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from regiongraph.flow.median_network import selection_network
 from regiongraph.flow.params import TVL1Params, check_kernel
 from regiongraph.flow.quantize import check_bound
+from regiongraph.gpus import resolve_device
 
 CUBIC_A = -0.75  # the Keys kernel parameter of OpenCV's interpolateCubic
 FLT_EPSILON = float(np.finfo(np.float32).eps)
@@ -49,18 +50,6 @@ MIN_LEVEL_SIZE = 16  # OpenCV stops the pyramid before a level narrower or lower
 # threshold step where |grad I1|^2 <= FLT_EPSILON: OpenCV moves by +-lambda*theta on the sign
 # of rho; multiplying by a huge inverse and clamping gives the same step without a branch
 _HUGE = 1e30
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``auto``/None: CUDA when available, else the CPU; otherwise as given."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            "device 'cuda' requested for the torch TV-L1 backend, but CUDA is not available"
-        )
-    return device
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,41 +165,6 @@ def centred_gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     dx = 0.5 * (padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2])
     dy = 0.5 * (padded[..., 2:, 1:-1] - padded[..., :-2, 1:-1])
     return dx, dy
-
-
-def _batcher_comparators(n: int) -> list[tuple[int, int]]:
-    """Batcher's odd-even merge sorting network for ``n`` (a power of two) inputs."""
-    comparators = []
-    p = 1
-    while p < n:
-        k = p
-        while k >= 1:
-            for j in range(k % p, n - k, 2 * k):
-                for i in range(min(k, n - j - k)):
-                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
-                        comparators.append((i + j, i + j + k))
-            k //= 2
-        p *= 2
-    return comparators
-
-
-@functools.lru_cache
-def selection_network(n: int, rank: int) -> tuple[tuple[int, int, bool, bool], ...]:
-    """Compare-exchanges that put the ``rank``-th smallest of ``n`` values at ``rank``.
-
-    Batcher's network for the next power of two, without the comparators that touch the
-    padding (padding with +inf never moves below ``n``), pruned backwards to those that feed
-    position ``rank``; each entry says whether its min and its max are still needed.
-    113 comparators select the median of 25.
-    """
-    size = 1 << max(0, (n - 1).bit_length())
-    network = [(i, j) for i, j in _batcher_comparators(size) if j < n]
-    needed, kept = {rank}, []
-    for i, j in reversed(network):
-        if i in needed or j in needed:
-            kept.append((i, j, i in needed, j in needed))
-            needed |= {i, j}
-    return tuple(reversed(kept))
 
 
 def median_blur(u: torch.Tensor, ksize: int) -> torch.Tensor:
@@ -577,7 +531,6 @@ __all__ = [
     "pyramid_down",
     "remap_cubic",
     "resize_to",
-    "resolve_device",
     "torch_pairs_flow",
     "torch_video_flow",
     "tvl1_flow",

@@ -3,6 +3,7 @@
 from regiongraph.io.atomic import atomic_path, write_csv, write_json, write_parquet
 from regiongraph.io.dropped import DROPPED_COLUMNS, merge_dropped, read_dropped, summarise_dropped
 from regiongraph.io.shards import (
+    DropReport,
     ShardMismatchError,
     code_version,
     content_digest,
@@ -18,6 +19,7 @@ from regiongraph.io.shards import (
 
 __all__ = [
     "DROPPED_COLUMNS",
+    "DropReport",
     "ShardMismatchError",
     "atomic_path",
     "code_version",

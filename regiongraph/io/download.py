@@ -31,15 +31,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from regiongraph.sources import is_url
+
 log = logging.getLogger(__name__)
 
-URL_SCHEMES = ("http://", "https://", "ftp://", "file://")
 HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.[A-Za-z0-9]+$")  # torch.hub convention
 CHUNK = 1 << 20
-
-
-def is_url(path_or_url: str | os.PathLike) -> bool:
-    return str(path_or_url).startswith(URL_SCHEMES)
 
 
 def sha256sum(path: str | os.PathLike) -> str:

@@ -140,6 +140,26 @@ def record_shard_drops(handle: h5py.File, rows: list[Mapping[str, str]]) -> None
     )
 
 
+class DropReport:
+    """The videos one shard job leaves out: logged as they go, recorded in the shard."""
+
+    def __init__(self, stage: str, split: str) -> None:
+        self.stage, self.split = stage, split
+        self.rows: list[dict[str, str]] = []
+
+    def drop(self, video_id: str, reason: str) -> None:
+        log.warning("%s: video %s left out: %s", self.stage, video_id, reason)
+        self.rows.append(
+            {"video_id": str(video_id), "split": self.split, "reason": str(reason), "stage": self.stage}
+        )
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def record(self, handle: h5py.File) -> None:
+        record_shard_drops(handle, self.rows)
+
+
 def shard_drops(path: str | os.PathLike) -> list[dict[str, str]]:
     """The videos a finished shard's job left out (see :func:`record_shard_drops`)."""
     with open_shard(path) as handle:

@@ -21,23 +21,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from regiongraph.io import ShardMismatchError, content_digest, open_shard, shard_settings
-
-FEATURE_STAGE = "features"
-FEATURE_ARRAYS = ("global", "roi", "boxes", "mask")
-# Settings that every shard feeding one model must share (train, validation and test alike):
-# features from different weights or sampling are different inputs to the same head.
-SHARED_SETTINGS = (
-    "stream",
-    "arch",
-    "weights_checksum",
-    "num_frames",
-    "frame_stride",
-    "crop_size",
-    "resize_short",
-    "boxes_backend",
-    "per_frame",
+from regiongraph.features.storage import (
+    FEATURE_ARRAYS,
+    SHARED_SETTINGS,
+    open_feature_shard,
+    read_video,
 )
+from regiongraph.io import ShardMismatchError, content_digest, shard_settings
 
 
 def _decode_ids(values: np.ndarray) -> list[str]:
@@ -75,7 +65,7 @@ class FeatureShardDataset(Dataset):
         self.digests: list[str] = []  # each shard's content digest, in order
         reference: Path | None = None
         for shard, path in enumerate(self.paths):
-            with open_shard(path, stage=FEATURE_STAGE, expect=expect) as handle:
+            with open_feature_shard(path, expect) as handle:
                 settings = shard_settings(handle)
                 missing = [
                     name
@@ -228,27 +218,6 @@ def feature_statistics(
         variance = (squares / count - mean * mean).clamp_min(0)
         statistics[name] = (mean.float(), variance.sqrt().float())
     return statistics
-
-
-def read_video(dataset: h5py.Dataset, row: int, out: np.ndarray, slot: int) -> None:
-    """Copy ``dataset[row]`` into ``out[slot]``.
-
-    When a chunk holds exactly one video, unfiltered (the features stage's layout), its raw
-    bytes are the array: read the chunk directly, skipping HDF5's selection machinery (about
-    3x faster per video). Otherwise, or for a chunk never written, use a normal read.
-    """
-    if (
-        dataset.chunks == (1, *dataset.shape[1:])
-        and not dataset.id.get_create_plist().get_nfilters()
-    ):
-        try:
-            _, raw = dataset.id.read_direct_chunk((row,) + (0,) * (dataset.ndim - 1))
-        except (OSError, KeyError, ValueError):
-            raw = None
-        if raw is not None and len(raw) == out[slot].nbytes:
-            out[slot] = np.frombuffer(raw, dtype=dataset.dtype).reshape(out.shape[1:])
-            return
-    dataset.read_direct(out, np.s_[row], np.s_[slot])
 
 
 def collate_batch(data: Any) -> Any:

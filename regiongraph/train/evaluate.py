@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from regiongraph.gpus import resolve_device
 from regiongraph.io import (
     atomic_path,
     merge_dropped,
@@ -43,7 +44,7 @@ from regiongraph.io import (
     write_parquet,
 )
 from regiongraph.train.data import FeatureShardDataset, feature_loader
-from regiongraph.train.loop import evaluate, load_model, resolve_device
+from regiongraph.train.loop import evaluate, load_model
 from regiongraph.train.metrics import (
     classification_metrics,
     confusion_matrix,
@@ -70,7 +71,7 @@ def predict(
     shard_paths: Sequence[str | os.PathLike],
     expect: Mapping[str, Any] | None = None,
     device: str = "auto",
-    batch_size: int = 32,
+    batch_size: int = 64,
     require_labels: bool = True,
 ) -> StreamScores:
     """Softmax scores of the head in ``model_path`` for every video of ``shard_paths``.
@@ -224,7 +225,7 @@ def evaluate_model(
     model_name: str,
     expect: Mapping[str, Mapping[str, Any]] | None = None,
     device: str = "auto",
-    batch_size: int = 32,
+    batch_size: int = 64,
 ) -> dict[str, Any]:
     """Write every evaluation output of one model (``outputs`` maps names to paths).
 

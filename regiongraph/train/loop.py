@@ -41,6 +41,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from regiongraph.features.storage import SHARED_SETTINGS
+from regiongraph.gpus import resolve_device
 from regiongraph.io import write_csv
 from regiongraph.models.gcn import MODEL_NAMES, build_head, set_input_statistics
 from regiongraph.train.checkpoints import (
@@ -54,7 +56,6 @@ from regiongraph.train.checkpoints import (
     set_rng_states,
 )
 from regiongraph.train.data import (
-    SHARED_SETTINGS,
     FeatureShardDataset,
     batch_to_device,
     feature_loader,
@@ -104,7 +105,7 @@ class TrainSettings:
     device: str = "auto"  # auto | cpu | cuda
     num_workers: int = 0  # data loader worker processes
     resume_from: int | None = None  # epoch whose checkpoint to restart from; None: the latest
-    keep_checkpoints: int | None = None  # keep the latest N epoch checkpoints; None: all
+    keep_checkpoints: int | None = 2  # keep the latest N epoch checkpoints; None: all
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_NAMES:
@@ -165,14 +166,6 @@ class LearningRateSchedule:
         if self.kind == "step":
             return self.gamma ** sum(epoch >= milestone for milestone in self.milestones)
         return 1.0
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("config device is 'cuda' but torch sees no CUDA device")
-    return torch.device(name)
 
 
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:

@@ -34,9 +34,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from regiongraph.dataset.index import read_index
 from regiongraph.features.cache import BackboneSettings, load_backbone
-from regiongraph.features.clips import ClipDataset, ClipSettings, resolve_device, to_network_input
+from regiongraph.features.clips import ClipDataset, ClipSettings, to_network_input
 from regiongraph.features.weights import load_weights, save_weights
+from regiongraph.gpus import resolve_device
 from regiongraph.io import file_checksum, shard_digest
 from regiongraph.models.i3d import I3DClassifier, freeze_batchnorm
 from regiongraph.train.checkpoints import (
@@ -67,7 +69,7 @@ class FinetuneSettings:
     clip_grad_norm: float | None = 40.0
     momentum: float = 0.9
     dropout: float = 0.5
-    workers: int = 2
+    workers: int = 8
     seed: int = 0
 
 
@@ -132,7 +134,7 @@ def finetune_backbone(
     if not clip.training:
         raise ValueError("fine-tuning samples clips in training mode (training=True)")
     dev = resolve_device(device)
-    videos = pd.read_parquet(index_path)
+    videos = read_index(index_path)
     num_classes = len(pd.read_csv(labels_path))
     run = run_state(
         finetune_record(
