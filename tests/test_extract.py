@@ -213,11 +213,14 @@ def test_a_huge_member_is_streamed_to_disk_in_bounded_memory(tmp_path):
     size = 1 << 30
     _zeros_archive(tmp_path / "parts" / f"{STEM}-00", size)
     assert (tmp_path / "parts" / f"{STEM}-00").stat().st_size < 8 << 20
+    # VmHWM, not getrusage's ru_maxrss: the latter survives exec, so a child forked from a
+    # large pytest process would report the parent's size
     code = (
-        "import resource, sys\n"
+        "import re, sys\n"
+        "from pathlib import Path\n"
         "from regiongraph.dataset.archive import extract_archive\n"
         "extract_archive(sys.argv[1], sys.argv[2], max_member_bytes=2 << 30)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"  # KiB on Linux
+        "print(re.search(r'VmHWM:\\s+(\\d+) kB', Path('/proc/self/status').read_text())[1])\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "parts"), str(tmp_path / "raw")],
