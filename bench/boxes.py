@@ -188,7 +188,7 @@ def run_stage(folder: Path, index: Path, settings: BoxSettings, device: str) -> 
         settings,
         NUM_FRAMES,
         STRIDE,
-        "centre",
+        "uniform",
         device=device,
         box_annotations=folder / "boxes.json",
         weights_cache=folder,

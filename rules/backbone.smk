@@ -90,6 +90,8 @@ rule features_shard:
         backbone=BACKBONE_ARCH,
         per_frame=BOXES["per_frame"],
         boxes_backend=BOXES["backend"],
+        views=split_views,
+        crops=split_crops,
         batch_size=BACKBONE["batch_size"],
         workers=BACKBONE["workers"],
         device=job_device(True),

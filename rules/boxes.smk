@@ -23,6 +23,7 @@ rule boxes_shard:
         num_frames=BACKBONE["num_frames"],
         frame_stride=BACKBONE["frame_stride"],
         sampling=BACKBONE["sampling"],
+        views=split_views,
         device=job_device(BOXES_DETECTOR),
         weights_cache=results("weights/downloads"),
     script:

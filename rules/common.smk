@@ -208,6 +208,25 @@ def features_flow_input(wildcards):
     return [FLOW_SHARDS.format(split=wildcards.split, k=wildcards.k)]
 
 
+# The test protocol: validation and test videos get evaluate.views x evaluate.crops clips, train
+# videos one (their boxes and features are computed per split).
+EVALUATE = config["evaluate"]
+
+
+def split_views(wildcards):
+    """Temporal views per video of the job's split."""
+    return 1 if wildcards.split == "train" else EVALUATE["views"]
+
+
+def split_crops(wildcards):
+    """Spatial crops per view of the job's split."""
+    return 1 if wildcards.split == "train" else EVALUATE["crops"]
+
+
+# What the results are of, beside the paper's figures: the synthetic set is "demo data".
+RESULTS_DATA = "demo data" if TOY else config["dataset"].get("name", "ssv1")
+
+
 # --- GCN heads (rules/gcn.smk) -------------------------------------------------------------------
 GCN = config["gcn"]
 GCN_STREAMS = GCN["streams"]

@@ -74,6 +74,10 @@ rule evaluate_model:
     params:
         streams=GCN_STREAMS,
         features=GCN_FEATURES,
+        views=EVALUATE["views"],
+        crops=EVALUATE["crops"],
+        arch=BACKBONE["arch"],
+        data=RESULTS_DATA,
         device=job_device(True),
         batch_size=GCN["eval_batch_size"],
     script:

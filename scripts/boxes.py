@@ -15,6 +15,7 @@ counts = extract_boxes_shard(
     num_frames=params.num_frames,
     frame_stride=params.frame_stride,
     sampling=params.sampling,
+    views=params.views,
     device=params.device,
     weights_cache=params.weights_cache,
     box_annotations=None if detector else list(snakemake.input.extra),

@@ -20,8 +20,16 @@ evaluate_model(
     ),
     outputs=dict(snakemake.output.items()),
     model_name=snakemake.wildcards.model,
+    arch=snakemake.params.arch,
+    data=snakemake.params.data,
+    # validation and test shards: every view of the test protocol
     expect={
-        stream: {**expected_settings(**snakemake.params.features), "stream": stream}
+        stream: {
+            **expected_settings(**snakemake.params.features),
+            "stream": stream,
+            "views": snakemake.params.views,
+            "crops": snakemake.params.crops,
+        }
         for stream in streams
     },
     device=snakemake.params.device,

@@ -12,7 +12,9 @@ counts = cache_features_shard(
     shard=int(snakemake.wildcards.k),
     output=snakemake.output[0],
     weights_path=snakemake.input.weights,
-    clip=ClipSettings(stream=stream, per_frame=params.per_frame, **params.clip),
+    clip=ClipSettings(
+        stream=stream, per_frame=params.per_frame, views=params.views, crops=params.crops, **params.clip
+    ),
     backbone=BackboneSettings(**params.backbone),
     boxes_path=snakemake.input.boxes,
     boxes_backend=params.boxes_backend,

@@ -63,7 +63,7 @@ def test_missing_detectron2_gives_the_install_hint(monkeypatch, tmp_path):
             settings,
             8,
             2,
-            "centre",
+            "uniform",
             device="cpu",
             weights_cache=tmp_path / "cache",
         )

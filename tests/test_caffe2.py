@@ -21,8 +21,24 @@ from regiongraph.models.caffe2 import (
 )
 from regiongraph.models.i3d import build_backbone
 
-# The blobs video-nonlocal-net's resnet_video_org.py creates (names and shapes written out
-# from its resnet_helper / nonlocal_helper, independently of our key map).
+# The blobs video-nonlocal-net creates, written out from its source (facebookresearch/
+# video-nonlocal-net at c253ed5), independently of our key map:
+# - conv1 (weights conv1_w, no bias): lib/models/resnet_video.py:140-145, ConvNd(data, 'conv1',
+#   3, 64, [1 + 2 * temp, 7, 7], strides [temp_stride, 2, 2]); Caffe2's ConvNd names its
+#   weight <name>_w and its bias <name>_b.
+# - res_conv1_bn: resnet_video.py:149-154, SpatialBN (blobs <name>_s, _b, _rm, _riv: scale,
+#   bias, running mean, running inverse-variance as saved, used below as the variance).
+# - res{L}_{i} blocks: resnet_helper.py:121 ("{}_{}".format(prefix, idx), prefix 'res2'..'res5'
+#   from resnet_video.py:163-204); branch2a (1+2*temp x 1 x 1), branch2b (1 x 3 x 3), branch2c
+#   (1 x 1 x 1): resnet_helper.py:30-51, each a Conv3dBN, which names its BN <name>_bn
+#   (model_builder_video.py:230-241); the shortcut <block>_branch1: resnet_helper.py:88 and
+#   _add_shortcut_3d (resnet_helper.py:58-71), only where the width or stride changes.
+# - nonlocal_conv{L}_{i}: resnet_helper.py:128-131 (nonlocal_name + '_{idx}', names
+#   'nonlocal_conv3' / 'nonlocal_conv4' from resnet_video.py:179, 200) after blocks i with
+#   i % nonlocal_mod == nonlocal_mod - 1; its convs _theta (the query), _phi (the key, after
+#   max-pooling), _g (the values), _out, and _bn: nonlocal_helper.py:25-129, the affinity
+#   theta^T phi (BatchMatMul trans_a, line 83) softmaxed over the phi positions (line 91).
+# - pred_w / pred_b: the Kinetics classifier, resnet_video.py:218-224 (dropped by the converter).
 BLOCKS = {2: (3, 64, 256, [1, 1, 1]), 3: (4, 128, 512, [1, 0, 1, 0]),
           4: (6, 256, 1024, [1, 0, 1, 0, 1, 0]), 5: (3, 512, 2048, [0, 1, 0])}
 NONLOCAL = {3: (1, 3), 4: (1, 3, 5)}

@@ -10,7 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from regiongraph.dataset.sampling import sample_clip_frames
+from regiongraph.dataset.sampling import box_frames_of_views, sample_clip_frames
+from regiongraph.detect.boxes import VideoBoxes
+from regiongraph.detect.storage import write_video_boxes
 from regiongraph.features.cache import (
     BackboneSettings,
     FeatureJob,
@@ -18,7 +20,7 @@ from regiongraph.features.cache import (
     roi_features,
 )
 from regiongraph.features.clips import ClipDataset, ClipSettings, to_network_input
-from regiongraph.features.transforms import centre_crop_geometry, map_boxes
+from regiongraph.features.transforms import centre_crop_geometry, map_boxes, spatial_crop_geometry
 from regiongraph.features.weights import load_weights, prepare_weights
 from regiongraph.flow.quantize import quantize_flow
 from regiongraph.flow.storage import write_video_flow
@@ -34,22 +36,16 @@ def write_video(folder, frames):
                     [cv2.IMWRITE_JPEG_QUALITY, 98])
 
 
-def write_boxes_shard(path, videos, num_frames, stride, per_frame):
-    """A boxes shard as docs/formats.md describes; ``videos``: id -> (n_frames, h, w, boxes)."""
+def write_boxes_shard(path, videos, num_frames, stride, per_frame, sampling="uniform", views=1):
+    """A boxes shard as docs/formats.md describes, the same boxes on every box frame of every
+    view; ``videos``: id -> (n_frames, h, w, boxes)."""
     with shard_writer(path, "boxes", {"backend": "annotations", "per_frame": per_frame}) as handle:
         for video_id, (n_frames, h, w, boxes) in videos.items():
-            clip = sample_clip_frames(n_frames, num_frames, stride)
-            group = handle.create_group(video_id)
-            full = np.zeros((len(clip.box_frames), per_frame, 4), np.float32)
-            mask = np.zeros((len(clip.box_frames), per_frame), bool)
-            full[:, : len(boxes)] = boxes
-            mask[:, : len(boxes)] = True
-            group.create_dataset("boxes", data=full)
-            group.create_dataset("scores", data=mask.astype(np.float32))
-            group.create_dataset("classes", data=np.where(mask, 0, -1).astype(np.int32))
-            group.create_dataset("mask", data=mask)
-            group.create_dataset("frame_indices", data=clip.box_frames)
-            group.attrs["height"], group.attrs["width"] = h, w
+            frames = box_frames_of_views(n_frames, num_frames, stride, sampling, views)
+            found = VideoBoxes.empty(len(frames), per_frame)
+            for t in range(len(frames)):
+                found.set_frame(t, boxes, np.ones(len(boxes)), np.zeros(len(boxes)))
+            write_video_boxes(handle, video_id, found, frames, h, w)
 
 
 def index_frame(rows):
@@ -109,10 +105,12 @@ def test_flow_clip_uses_the_flow_of_each_frame_scaled_by_the_resize(tmp_path):
     with shard_writer(tmp_path / "flow.h5", "flow", {"backend": "opencv", "bound": 20}) as handle:
         write_video_flow(handle, "v1", quantize_flow(flow, 20))
     index = index_frame([("v1", 0, n, h, w, str(tmp_path / "none"))])
-    settings = ClipSettings(stream="flow", num_frames=4, frame_stride=2, resize_short=80, crop_size=64)
+    settings = ClipSettings(
+        stream="flow", num_frames=4, frame_stride=2, resize_short=80, crop_size=64, sampling="dense"
+    )
     item = ClipDataset(index, settings, flow_paths={0: tmp_path / "flow.h5"})[0]
     # 6 frames, span 7: looped clip 0, 2, 4, 0; frame 4 uses flow[4]; scale 80 / 40 = 2
-    assert sample_clip_frames(n, 4, 2).frames.tolist() == [0, 2, 4, 0]
+    assert sample_clip_frames(n, 4, 2, mode="dense").frames.tolist() == [0, 2, 4, 0]
     clip = item["clip"].numpy()
     assert clip.shape == (2, 4, 64, 64)
     unit = 2 * 127.5 / (20 * 57.375)
@@ -136,7 +134,8 @@ def tiny_shard(tmp_path):
         rows.append((vid, 1, n, 36, 48, str(tmp_path / "frames" / vid)))
         if vid != "v2":
             boxes[vid] = (n, 36, 48, np.array([[4, 4, 30, 30], [20, 10, 44, 34]], np.float32))
-    (tmp_path / "frames" / "v3" / "00003.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    # frame 3 (0-based) is one of the 4 uniform samples 1, 3, 5, 7 of its 8 frames
+    (tmp_path / "frames" / "v3" / "00004.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     index_frame(rows).to_parquet(tmp_path / "index.parquet")
     write_boxes_shard(tmp_path / "boxes.h5", boxes, 4, 2, per_frame=3)
     prepare_weights(None, "i3d_r50", {"rgb": tmp_path / "rgb.pt"}, tmp_path, width_per_group=4)
@@ -159,7 +158,7 @@ def test_features_shard_round_trip_drops_corrupt_and_handles_missing_boxes(tiny_
     assert counts == {"videos": 2, "dropped": 1}
     dropped = pd.DataFrame(shard_drops(root / "features.h5"))
     assert dropped[["video_id", "stage"]].values.tolist() == [["v3", "features"]]
-    assert "00003.jpg" in dropped["reason"].iloc[0]
+    assert "00004.jpg" in dropped["reason"].iloc[0]
     with open_shard(root / "features.h5", stage="features", expect={"crop_size": 32, "stream": "rgb"}) as h:
         assert [v.decode() for v in h["video_id"][()]] == ["v1", "v2"]
         assert h["global"].dtype == np.float16 and h["global"].shape == (2, 2048)
@@ -191,10 +190,12 @@ def test_features_shard_round_trip_drops_corrupt_and_handles_missing_boxes(tiny_
 
 
 def test_boxes_from_other_sampling_settings_are_refused(tiny_shard):
-    clip = ClipSettings(num_frames=4, frame_stride=1, resize_short=40, crop_size=32, per_frame=3)
-    dataset = ClipDataset(pd.read_parquet(tiny_shard / "index.parquet"), clip, {0: tiny_shard / "boxes.h5"})
-    with pytest.raises(ValueError, match="frame_stride"):
-        dataset[0]
+    index = pd.read_parquet(tiny_shard / "index.parquet")
+    for other in ({"sampling": "dense"}, {"views": 2}):
+        clip = ClipSettings(num_frames=4, frame_stride=1, resize_short=40, crop_size=32, per_frame=3, **other)
+        dataset = ClipDataset(index, clip, {0: tiny_shard / "boxes.h5"})
+        with pytest.raises(ValueError, match=r"needs frames \[.*sampling or evaluate.views"):
+            dataset[dataset.views_per_video - 1]  # v1, its last view
 
 
 def _finetune_inputs(root):
@@ -272,3 +273,99 @@ def test_finetune_with_zero_epochs_passes_the_weights_through(tiny_shard, tmp_pa
     before, _ = load_weights(tiny_shard / "rgb.pt")
     after, meta = load_weights(tmp_path / "out.pt")
     assert meta["finetune_epochs"] == 0 and all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize(("t_feat", "t_box"), [(4, 4), (4, 2), (2, 2)])
+def test_each_box_reads_the_feature_frame_of_its_box_frame(t_feat, t_box):
+    """Box frame t of T_box reads feature frame t * T' // T_box (the same frame at the paper's
+    strides): a map whose frames differ over time gives each box frame its own value."""
+    fmap = torch.arange(1.0, t_feat + 1).view(1, 1, t_feat, 1, 1).expand(2, 3, t_feat, 14, 14)
+    boxes = torch.tensor([10.0, 10.0, 120.0, 120.0]).expand(2, t_box, 2, 4).clone()
+    mask = torch.ones(2, t_box, 2, dtype=torch.bool)
+    mask[1, 0, 1] = False
+    out = roi_features(fmap.contiguous(), boxes, mask, 1 / 16)
+    for t in range(t_box):
+        expected = t * t_feat // t_box + 1
+        torch.testing.assert_close(out[0, t], torch.full((2, 3), float(expected)))
+    assert (out[1, 0, 1] == 0).all()  # an invalid box gives zeros
+
+
+def test_rgb_features_follow_a_square_moving_over_time(tmp_path):
+    """End to end on the backbone's input: a bright square moves right frame by frame and the
+    box follows it; the RoI response of every box frame comes from that frame."""
+    n, frames = 8, []
+    for t in range(n):  # one 16-px cell of the stride-16 map further right every two frames
+        frame = np.full((64, 64, 3), 20, np.uint8)
+        frame[16:32, 16 * (t // 2) : 16 * (t // 2) + 16] = 250
+        frames.append(frame)
+    write_video(tmp_path / "frames" / "v1", frames)
+    clip_settings = ClipSettings(num_frames=8, resize_short=64, crop_size=64, per_frame=1)
+    clip = sample_clip_frames(n, 8)
+    assert clip.box_frames.tolist() == [0, 2, 4, 6]
+    found = VideoBoxes.empty(4, 1)
+    # the box of frame 0's square, on every box frame: it sees the square only where it is
+    for t in range(4):
+        found.set_frame(t, np.array([[0, 16, 16, 32]], np.float32), np.ones(1), np.zeros(1))
+    with shard_writer(tmp_path / "boxes.h5", "boxes", {"per_frame": 1}) as handle:
+        write_video_boxes(handle, "v1", found, clip.box_frames, 64, 64)
+    index = index_frame([("v1", 0, n, 64, 64, str(tmp_path / "frames" / "v1"))])
+    item = ClipDataset(index, clip_settings, boxes_paths={0: tmp_path / "boxes.h5"})[0]
+    x = to_network_input(item["clip"][None], 114.75, 57.375, "cpu")
+    fmap = F.avg_pool2d(x.mean(1).reshape(-1, 1, 64, 64), 16).reshape(1, 8, 1, 4, 4)
+    fmap = fmap.permute(0, 2, 1, 3, 4)[:, :, ::2]  # one feature frame per box frame
+    response = roi_features(fmap, item["boxes"][None], item["mask"][None], 1 / 16)[0, :, 0, 0]
+    assert response[0] > 0.5  # frame 0: the square is inside the box
+    assert (response[1:] < response[0] - 0.5).all()  # it has moved on in the later frames
+
+
+def test_training_clips_are_never_mirrored(tmp_path):
+    """Something-Something labels say "from left to right": a training transform may crop
+    and shift, never flip. A frame that brightens left to right must stay so in every clip."""
+    ramp = np.tile(np.linspace(10, 245, 96).astype(np.uint8)[None, :, None], (48, 1, 3))
+    write_video(tmp_path / "frames" / "v1", [ramp] * 6)
+    index = index_frame([("v1", 0, 6, 48, 96, str(tmp_path / "frames" / "v1"))])
+    settings = ClipSettings(num_frames=4, resize_short=48, crop_size=40, training=True, seed=1)
+    dataset = ClipDataset(index, settings)
+    offsets = set()
+    for epoch in range(40):
+        dataset.set_epoch(epoch)
+        clip = dataset[0]["clip"].float()  # (3, T, S, S)
+        columns = clip.mean(dim=(0, 1, 2))
+        assert (columns[1:] >= columns[:-1] - 1).all(), f"epoch {epoch}: a mirrored clip"
+        offsets.add(round(float(columns[0])))
+    assert len(offsets) > 3  # the crops did move: the test saw the random transform at work
+
+
+def test_three_crops_cover_the_long_side_and_one_crop_is_the_centre():
+    wide = [spatial_crop_geometry(100, 200, 128, 112, c, 3) for c in range(3)]  # 128 x 256
+    assert [(g.y0, g.x0) for g in wide] == [(8, 0), (8, 72), (8, 144)]
+    tall = [spatial_crop_geometry(200, 100, 128, 112, c, 3) for c in range(3)]  # 256 x 128
+    assert [(g.y0, g.x0) for g in tall] == [(0, 8), (72, 8), (144, 8)]
+    assert spatial_crop_geometry(100, 200, 128, 112, 0, 1) == centre_crop_geometry(100, 200, 128, 112)
+    with pytest.raises(ValueError, match="crop 3 is not one of the 3 crops"):
+        spatial_crop_geometry(100, 200, 128, 112, 3, 3)
+
+
+def test_evaluation_items_are_every_view_and_crop_of_every_video(tmp_path):
+    """views x crops items per video, in order; each temporal view reads its own frames and
+    boxes, each crop its own window (the boxes mapped through it)."""
+    n = 16
+    frames = [np.full((40, 80, 3), 10 * t, np.uint8) for t in range(n)]  # brightness = frame
+    write_video(tmp_path / "frames" / "v1", frames)
+    box = np.array([[30, 10, 50, 30]], np.float32)
+    write_boxes_shard(tmp_path / "boxes.h5", {"v1": (n, 40, 80, box)}, 4, 2, per_frame=1, views=2)
+    index = index_frame([("v1", 0, n, 40, 80, str(tmp_path / "frames" / "v1"))])
+    settings = ClipSettings(num_frames=4, resize_short=40, crop_size=40, per_frame=1, views=2, crops=3)
+    dataset = ClipDataset(index, settings, boxes_paths={0: tmp_path / "boxes.h5"})
+    assert len(dataset) == 6
+    items = [dataset[i] for i in range(6)]
+    assert [item["view"] for item in items] == list(range(6))
+    # temporal views 0 and 1: segment offsets 1/4 and 3/4 of 4-frame segments
+    for item, frames_used in ((items[0], [1, 5, 9, 13]), (items[3], [3, 7, 11, 15])):
+        brightness = item["clip"].float().mean(dim=(0, 2, 3)).round().tolist()
+        assert brightness == [10.0 * f for f in frames_used]
+    # crops 0, 1, 2 of view 0: the 80-px width at x0 = 0, 20, 40; the box at x 30..50
+    assert [items[c]["boxes"][0, 0, 0].item() for c in range(3)] == [30.0, 10.0, 0.0]
+    assert [items[c]["boxes"][0, 0, 2].item() for c in range(3)] == [40.0, 30.0, 10.0]
+    with pytest.raises(ValueError, match="training clips are one random view"):
+        ClipSettings(views=2, training=True)

@@ -258,3 +258,32 @@ def test_spatiotemporal_head_sees_the_direction_of_time():
     forward = model(global_feature, roi, boxes, mask)
     reversed_ = model(global_feature, roi.flip(1), boxes.flip(1), mask.flip(1))
     assert not torch.allclose(forward, reversed_)
+
+
+def test_the_joint_head_sums_its_two_branches_at_the_last_layer():
+    """§3, "Combining Multiple Graphs": Z = Z_similarity + Z_spatiotemporal (a sum, not a mean),
+    then the node average beside the global feature."""
+    torch.manual_seed(0)
+    model = build_head("joint", in_channels=32, num_classes=5, hidden=16).eval()
+    global_feature, roi, boxes, mask = _inputs()
+    outputs, fused = [], []
+    for branch in model.branches:
+        branch.register_forward_hook(lambda module, args, out: outputs.append(out))
+    model.classifier.register_forward_hook(lambda module, args, out: fused.append(args[0]))
+    with torch.no_grad():
+        model(global_feature, roi, boxes, mask)
+    nodes = RegionNodes.from_boxes(boxes, mask)
+    counts = nodes.mask.sum(dim=1, keepdim=True).clamp_min(1)
+    expected = (outputs[0] + outputs[1]).sum(dim=1) / counts
+    torch.testing.assert_close(fused[0][:, :16], expected)
+    assert not torch.allclose(expected[0], torch.zeros(16))
+
+
+def test_the_similarity_projections_have_no_bias():
+    """φ(x) = w x and φ'(x) = w' x: a bias b' would add bᵀφ'(x_j), a fixed preference for
+    some columns j, to every row of the similarity graph."""
+    for name in ("similarity", "joint"):
+        branch = build_head(name, in_channels=32, num_classes=5, hidden=16).branches[0]
+        assert isinstance(branch, SimilarityBranch)
+        assert branch.theta.bias is None and branch.phi.bias is None
+        assert branch.theta.weight.shape == branch.phi.weight.shape == (16, 16)

@@ -1,9 +1,10 @@
 """The boxes stage: one shard of the index in, ``boxes/{split}/shard-{k}.h5`` out.
 
-For each video of the shard, :func:`regiongraph.dataset.sampling.sample_clip_frames` gives the
-clip's box frames (every second of the ``num_frames`` clip frames, as the features stage
-uses them); the chosen backend gives up to ``per_frame`` boxes on each, written as
-docs/formats.md says. A video whose box frames do not decode is left out and recorded in the
+For each video of the shard, :func:`regiongraph.dataset.sampling.box_frames_of_views` gives the
+frames that any of its clips puts boxes on (every second clip frame, of each of the ``views``
+evaluation views; one view for the train split), exactly as the features stage samples them;
+the chosen backend gives up to ``per_frame`` boxes on each, written as docs/formats.md says.
+A video whose box frames do not decode is left out and recorded in the
 shard's ``dropped`` attribute (stage ``boxes``); the shard still completes.
 
 Detector backends decode frames in a few threads ahead of the model and batch frames across
@@ -31,7 +32,7 @@ from regiongraph.dataset.frames import (
     read_video_frames,
 )
 from regiongraph.dataset.index import read_shard
-from regiongraph.dataset.sampling import BOX_EVERY, sample_clip_frames
+from regiongraph.dataset.sampling import BOX_EVERY, box_frames_of_views
 from regiongraph.detect.boxes import VideoBoxes
 from regiongraph.detect.storage import BOXES_STAGE, write_video_boxes
 from regiongraph.gpus import resolve_device
@@ -143,6 +144,7 @@ def extract_boxes_shard(
     frame_stride: int,
     sampling: str,
     *,
+    views: int = 1,
     device: str,
     weights_cache: str | os.PathLike,
     box_annotations: str | os.PathLike | list | None = None,
@@ -163,8 +165,8 @@ def extract_boxes_shard(
         drops=DropReport(BOXES_STAGE, split),
     )
     job.clips = {
-        row.video_id: sample_clip_frames(
-            int(row.n_frames), num_frames, frame_stride, BOX_EVERY, sampling
+        row.video_id: box_frames_of_views(
+            int(row.n_frames), num_frames, frame_stride, sampling, views
         )
         for row in job.rows.itertuples()
     }
@@ -174,6 +176,7 @@ def extract_boxes_shard(
         "num_frames": num_frames,
         "frame_stride": frame_stride,
         "sampling": sampling,
+        "views": views,
         "box_every": BOX_EVERY,
         "weights_checksum": None,
         "annotations_checksum": None,
@@ -195,7 +198,7 @@ class _ShardJob:
     per_frame: int
     box_frames_per_video: int
     drops: DropReport
-    clips: dict = field(default_factory=dict)
+    clips: dict = field(default_factory=dict)  # video id -> its sorted box frames
     counts: dict = field(default_factory=lambda: {"videos": 0, "dropped": 0, "unannotated": 0})
 
     @property
@@ -207,7 +210,7 @@ class _ShardJob:
         self.counts["dropped"] += 1
 
     def write(self, handle, video_id: str, found: VideoBoxes, height: int, width: int) -> None:
-        write_video_boxes(handle, video_id, found, self.clips[video_id].box_frames, height, width)
+        write_video_boxes(handle, video_id, found, self.clips[video_id], height, width)
         self.counts["videos"] += 1
 
 
@@ -244,7 +247,7 @@ def _annotation_shard(job: _ShardJob, settings, recorded, box_annotations, index
     with shard_writer(job.output, BOXES_STAGE, recorded, inputs) as handle:
         handle.attrs["class_names"] = np.array(annotations.class_names, dtype=object)
         for row in tqdm(job.rows.itertuples(), total=len(job.rows), desc=job.desc, unit="video"):
-            box_frames = job.clips[row.video_id].box_frames
+            box_frames = job.clips[row.video_id]
             problem = _check_frames(row.frame_dir, box_frames)
             if problem is not None:
                 job.drop(row.video_id, problem)
@@ -282,7 +285,7 @@ def _detector_shard(job: _ShardJob, settings, recorded, device, weights_cache, i
     )
 
     def decode(row) -> tuple[Any, np.ndarray | CorruptFrameError]:
-        box_frames = job.clips[row.video_id].box_frames
+        box_frames = job.clips[row.video_id]
         problem = _check_frames(row.frame_dir, box_frames)  # OpenCV decodes a truncated JPEG
         if problem is not None:
             return row, problem

@@ -1,15 +1,16 @@
 """Box shards, ``boxes/{split}/shard-{k}.h5``: the format in one place.
 
-One group per video (docs/formats.md): ``boxes`` float32 ``(T, K, 4)`` (x1, y1, x2, y2) in the
-pixels of the original frame, ``scores`` float32 ``(T, K)``, ``classes`` int32 ``(T, K)`` (-1
-where invalid), ``mask`` bool ``(T, K)``, ``frame_indices`` int64 ``(T,)`` (the clip's box
-frames), and attributes ``height``, ``width`` of the frame the boxes are in. ``T`` is the
-number of box frames of a clip, ``K`` the configured ``boxes.per_frame``. The root
-``class_names`` attribute names the class ids.
+One group per video (docs/formats.md): ``frame_indices`` int64 ``(F,)``, the video frames that
+have boxes (sorted, each once: the box frames of every view the evaluation takes), and per frame
+``boxes`` float32 ``(F, K, 4)`` (x1, y1, x2, y2) in the pixels of the original frame, ``scores``
+float32 ``(F, K)``, ``classes`` int32 ``(F, K)`` (-1 where invalid), ``mask`` bool ``(F, K)``;
+attributes ``height``, ``width`` of the frame the boxes are in. ``K`` is the configured
+``boxes.per_frame``. The root ``class_names`` attribute names the class ids.
 
-:func:`read_video_boxes` is the one reader: it refuses boxes made for other box frames or
-another ``per_frame`` (the boxes stage must be rerun), and rescales them to the frame size the
-reader sees.
+:func:`read_video_boxes` is the one reader: it gives a clip's box frames (in clip order, a frame
+repeated where the clip repeats it), refuses boxes made for other frames or another
+``per_frame`` (the boxes stage must be rerun), and rescales them to the frame size the reader
+sees.
 """
 
 from __future__ import annotations
@@ -35,13 +36,19 @@ def write_video_boxes(
     height: int,
     width: int,
 ) -> None:
-    """Store one video's boxes (in the pixels of its ``height x width`` frames)."""
+    """Store one video's boxes on ``frame_indices`` (sorted, unique; in the pixels of its
+    ``height x width`` frames)."""
+    frame_indices = np.asarray(frame_indices, dtype=np.int64)
+    if (np.diff(frame_indices) <= 0).any() or len(frame_indices) != len(found.boxes):
+        raise ValueError(
+            f"video {video_id}: box frames must be sorted, each once, one per row of boxes"
+        )
     group = handle.create_group(str(video_id))
     group.create_dataset("boxes", data=found.boxes.astype(np.float32))
     group.create_dataset("scores", data=found.scores.astype(np.float32))
     group.create_dataset("classes", data=found.classes.astype(np.int32))
     group.create_dataset("mask", data=found.mask.astype(bool))
-    group.create_dataset("frame_indices", data=np.asarray(frame_indices, dtype=np.int64))
+    group.create_dataset("frame_indices", data=frame_indices)
     group.attrs["height"] = int(height)
     group.attrs["width"] = int(width)
 
@@ -74,20 +81,24 @@ def read_video_boxes(
         return FrameBoxes(np.zeros((t_box, per_frame, 4), np.float32), np.zeros((t_box, per_frame), bool))
     group = handle[video_id]
     recorded = group["frame_indices"][()]
-    if not np.array_equal(recorded, box_frames):
+    wanted = np.asarray(box_frames, dtype=np.int64)
+    rows = np.searchsorted(recorded, wanted)
+    found = (rows < len(recorded)) & (recorded[np.minimum(rows, len(recorded) - 1)] == wanted)
+    if len(recorded) == 0 or not found.all():
         raise ValueError(
             f"{handle.filename}: video {video_id} has boxes on frames {recorded.tolist()}, but "
-            f"the clip's box frames are {np.asarray(box_frames).tolist()}: the boxes were made "
-            "under other backbone.num_frames / frame_stride / sampling settings; rerun the "
-            "boxes stage"
+            f"the clip needs frames {wanted[~found].tolist()} too: the boxes were made under "
+            "other backbone.num_frames / frame_stride / sampling or evaluate.views settings; "
+            "rerun the boxes stage"
         )
     boxes = group["boxes"][()]
     mask = group["mask"][()]
-    if boxes.shape != (t_box, per_frame, 4):
+    if boxes.shape[1:] != (per_frame, 4):
         raise ValueError(
-            f"{handle.filename}: video {video_id} boxes have shape {boxes.shape}, expected "
-            f"{(t_box, per_frame, 4)} (boxes.per_frame = {per_frame}); rerun the boxes stage"
+            f"{handle.filename}: video {video_id} has {boxes.shape[1]} boxes per frame, expected "
+            f"{per_frame} (boxes.per_frame); rerun the boxes stage"
         )
+    boxes, mask = boxes[rows], mask[rows]
     box_h = int(group.attrs.get("height", height))
     box_w = int(group.attrs.get("width", width))
     if (box_h, box_w) != (height, width):

@@ -176,28 +176,34 @@ def cache_features_shard(
         clip, backbone, file_checksum(weights_path), boxes_backend, 1.0 / backbone.spatial_stride
     )
     drops = DropReport(FEATURES_STAGE, split)
-    videos = 0
+    written: set[str] = set()
+    failed: set[str] = set()
     desc = f"features {clip.stream} {split} shard {int(shard):03d}"
-    log.info("%s: %d videos on %s, batch %d, %d workers", desc, len(rows), dev, job.batch_size, job.workers)
+    log.info(
+        "%s: %d videos x %d views on %s, batch %d, %d workers",
+        desc, len(rows), dataset.views_per_video, dev, job.batch_size, job.workers,
+    )
     with (
         shard_writer(output, FEATURES_STAGE, settings, inputs) as handle,
         torch.inference_mode(),
-        tqdm(total=len(rows), desc=desc, unit="video") as bar,
+        tqdm(total=len(dataset), desc=desc, unit="clip") as bar,
     ):
         writer = FeatureShardWriter(handle, clip.num_frames // BOX_EVERY, clip.per_frame, FEATURE_DIM)
         for batch in loader:
             for video_id, error in zip(batch["video_id"], batch["error"], strict=True):
-                if error:
+                if error and video_id not in failed:  # once, whichever of its views failed
+                    failed.add(video_id)
                     drops.drop(video_id, error)
             keep = torch.tensor([not error for error in batch["error"]])
             if keep.any():
-                writer.append(_forward(model, batch, keep, clip, backbone, dev))
-                videos += int(keep.sum())
+                columns = _forward(model, batch, keep, clip, backbone, dev)
+                writer.append(columns)
+                written.update(columns["video_id"].tolist())
             bar.update(len(batch["video_id"]))
         drops.record(handle)
     dataset.close()
-    log.info("%s: %d videos written, %d dropped", desc, videos, len(drops))
-    return {"videos": videos, "dropped": len(drops)}
+    log.info("%s: %d videos written, %d dropped", desc, len(written), len(drops))
+    return {"videos": len(written), "dropped": len(drops)}
 
 
 def _forward(model, batch, keep, clip: ClipSettings, backbone: BackboneSettings, dev):
@@ -215,6 +221,7 @@ def _forward(model, batch, keep, clip: ClipSettings, backbone: BackboneSettings,
     ids = [v for v, k in zip(batch["video_id"], keep.tolist(), strict=True) if k]
     return {
         "video_id": np.array(ids, dtype=object),
+        "view": batch["view"][keep].numpy().astype(np.int64),
         "label_index": batch["label_index"][keep].numpy().astype(np.int64),
         "global": pooled.half().cpu().numpy(),
         "roi": rois.half().cpu().numpy(),

@@ -33,13 +33,13 @@ from regiongraph.dataset.sampling import BOX_EVERY, ClipFrames, sample_clip_fram
 from regiongraph.detect.storage import BOXES_STAGE, read_video_boxes
 from regiongraph.features.transforms import (
     CropGeometry,
-    centre_crop_geometry,
     flow_frame_indices,
     flow_to_input,
     map_boxes,
     random_crop_geometry,
     resize_and_crop,
     resize_and_crop_flow,
+    spatial_crop_geometry,
 )
 from regiongraph.flow.storage import FLOW_STAGE, read_flow
 from regiongraph.io import open_shard, shard_settings
@@ -66,7 +66,9 @@ class ClipSettings:
     mean: float = 114.75
     std: float = 57.375
     per_frame: int = 10
-    sampling: str = "centre"
+    sampling: str = "uniform"
+    views: int = 1  # evaluation: temporal views per video (config evaluate.views)
+    crops: int = 1  # evaluation: spatial crops per view, 1 or 3 (config evaluate.crops)
     training: bool = False
     temporal_jitter: bool = True
     random_crop: bool = True
@@ -75,6 +77,10 @@ class ClipSettings:
     def __post_init__(self) -> None:
         if self.stream not in STREAMS:
             raise ValueError(f"unknown stream {self.stream!r}; expected one of {STREAMS}")
+        if self.training and (self.views, self.crops) != (1, 1):
+            raise ValueError("training clips are one random view: views and crops must be 1")
+        if self.crops not in (1, 3):
+            raise ValueError(f"evaluate.crops must be 1 or 3, got {self.crops}")
         if self.crop_size > self.resize_short:
             raise ValueError(
                 f"backbone.crop_size ({self.crop_size}) must not exceed backbone.resize_short "
@@ -84,7 +90,10 @@ class ClipSettings:
 
 class ClipDataset(Dataset):
     """One clip per row of ``videos`` (index rows: ``video_id, label_index, n_frames,
-    frame_dir, shard``); boxes and flow come from the shards named per index shard number."""
+    frame_dir, shard``) and view: ``views x crops`` items per video in evaluation (item ``i``
+    is video ``i // (views * crops)``, temporal view ``(i // crops) % views``, crop
+    ``i % crops``), one random clip in training. Boxes and flow come from the shards named per
+    index shard number."""
 
     def __init__(
         self,
@@ -104,8 +113,12 @@ class ClipDataset(Dataset):
         self.epoch = 0
         self._handles: dict[str, h5py.File] = {}
 
+    @property
+    def views_per_video(self) -> int:
+        return self.settings.views * self.settings.crops
+
     def __len__(self) -> int:
-        return len(self.videos)
+        return len(self.videos) * self.views_per_video
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -126,31 +139,39 @@ class ClipDataset(Dataset):
             handle.close()
         self._handles.clear()
 
-    def clip_frames(self, n_frames: int, rng: np.random.Generator | None) -> ClipFrames:
+    def clip_frames(self, n_frames: int, rng: np.random.Generator | None, view: int = 0) -> ClipFrames:
+        """Training (``rng``): random offsets, unless ``temporal_jitter`` is off; else view
+        ``view`` of the evaluation views."""
         s = self.settings
-        if rng is None or not s.temporal_jitter:
-            return sample_clip_frames(n_frames, s.num_frames, s.frame_stride, BOX_EVERY, s.sampling)
-        span = (s.num_frames - 1) * s.frame_stride + 1
-        offset = int(rng.integers(0, max(n_frames - span, 0) + 1 if n_frames >= span else n_frames))
-        return sample_clip_frames(n_frames, s.num_frames, s.frame_stride, BOX_EVERY, offset=offset)
+        jitter = rng if s.temporal_jitter else None
+        return sample_clip_frames(
+            n_frames, s.num_frames, s.frame_stride, BOX_EVERY, s.sampling, view, s.views, jitter
+        )
 
-    def geometry(self, height: int, width: int, rng: np.random.Generator | None) -> CropGeometry:
+    def geometry(
+        self, height: int, width: int, rng: np.random.Generator | None, crop: int = 0
+    ) -> CropGeometry:
+        """Training: a random crop (never a flip: labels say "left to right"); else crop
+        ``crop`` of the evaluation crops."""
         s = self.settings
         if rng is not None and s.random_crop:
             return random_crop_geometry(height, width, s.resize_short, s.crop_size, rng)
-        return centre_crop_geometry(height, width, s.resize_short, s.crop_size)
+        return spatial_crop_geometry(height, width, s.resize_short, s.crop_size, crop, s.crops)
 
     def __getitem__(self, i: int) -> dict:
         s = self.settings
-        row = self.videos.iloc[i]
+        video, view = divmod(i, self.views_per_video)
+        temporal, crop = divmod(view, s.crops)
+        row = self.videos.iloc[video]
         video_id = str(row["video_id"])
         n_frames = int(row["n_frames"])
-        rng = np.random.default_rng([s.seed, self.epoch, i]) if s.training else None
-        clip = self.clip_frames(n_frames, rng)
+        rng = np.random.default_rng([s.seed, self.epoch, video]) if s.training else None
+        clip = self.clip_frames(n_frames, rng, temporal)
         t_box = s.num_frames // BOX_EVERY
         item = {
             "video_id": video_id,
             "label_index": int(row.get("label_index", -1)),
+            "view": view,
             "error": "",
             "boxes": torch.zeros(t_box, s.per_frame, 4),
             "mask": torch.zeros(t_box, s.per_frame, dtype=torch.bool),
@@ -158,7 +179,7 @@ class ClipDataset(Dataset):
         try:
             if s.stream == "rgb":
                 frames = read_video_frames(row["frame_dir"], clip.frames)
-                geometry = self.geometry(frames.shape[1], frames.shape[2], rng)
+                geometry = self.geometry(frames.shape[1], frames.shape[2], rng, crop)
                 array = resize_and_crop(frames, geometry)
                 item["clip"] = torch.from_numpy(array).permute(3, 0, 1, 2).contiguous()
             else:
@@ -167,7 +188,7 @@ class ClipDataset(Dataset):
                 if video_id not in handle:
                     raise MissingFlowError(f"{path}: no flow for video {video_id!r}")
                 flow, _ = read_flow(handle, video_id, flow_frame_indices(clip.frames, n_frames))
-                geometry = self.geometry(flow.shape[1], flow.shape[2], rng)
+                geometry = self.geometry(flow.shape[1], flow.shape[2], rng, crop)
                 array = flow_to_input(
                     resize_and_crop_flow(flow, geometry), shard_settings(handle)["bound"], s.std
                 )

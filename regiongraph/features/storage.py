@@ -1,6 +1,8 @@
 """Feature shards, ``features/{stream}/{split}/shard-{k}.h5``: the format in one place.
 
-Columnar per shard, chunked one video per chunk (docs/formats.md): ``video_id (N,)``,
+Columnar per shard, one row per clip, chunked one row per chunk (docs/formats.md):
+``video_id (N,)``, ``view (N,)`` (0 for the single clip of a train video; ``0 .. views * crops
+- 1`` for the evaluation views of a validation or test video, a video's rows consecutive),
 ``label_index (N,)``, ``global (N, C)`` float16, ``roi (N, T, K, C)`` float16, ``boxes
 (N, T, K, 4)`` float32 in the coordinates of the network input, ``mask (N, T, K)``. The root
 ``settings`` record what produced them (:func:`feature_settings`); a reader names the values it
@@ -54,6 +56,8 @@ def feature_settings(
         "boxes_backend": boxes_backend,
         "per_frame": clip.per_frame,
         "sampling": clip.sampling,
+        "views": clip.views,
+        "crops": clip.crops,
         "mean": clip.mean,
         "std": clip.std,
         "roi_size": ROI_SIZE,
@@ -91,6 +95,7 @@ class FeatureShardWriter:
         self.handle = handle
         shapes = {
             "video_id": ((), h5py.string_dtype()),
+            "view": ((), np.int64),
             "label_index": ((), np.int64),
             "global": ((channels,), np.float16),
             "roi": ((t_box, per_frame, channels), np.float16),

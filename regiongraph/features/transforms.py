@@ -64,6 +64,23 @@ def random_crop_geometry(
     return CropGeometry(height, width, centre.resized_h, centre.resized_w, y0, x0, crop)
 
 
+def spatial_crop_geometry(
+    height: int, width: int, short_side: int, crop: int, position: int, crops: int
+) -> CropGeometry:
+    """Crop ``position`` of ``crops`` evenly spread along the long side of the resized frame
+    (one crop: the centre; three: both ends and the centre, the three-crop test protocol of
+    the non-local and SlowFast papers); the short side is centred."""
+    centre = centre_crop_geometry(height, width, short_side, crop)
+    if not 0 <= position < crops:
+        raise ValueError(f"crop {position} is not one of the {crops} crops")
+    if crops == 1:
+        return centre
+    spare_y, spare_x = centre.resized_h - crop, centre.resized_w - crop
+    along = spare_x * position // (crops - 1) if spare_x >= spare_y else spare_y * position // (crops - 1)
+    y0, x0 = (centre.y0, along) if spare_x >= spare_y else (along, centre.x0)
+    return CropGeometry(height, width, centre.resized_h, centre.resized_w, y0, x0, crop)
+
+
 def resize_and_crop(frames: np.ndarray, geometry: CropGeometry) -> np.ndarray:
     """``(T, H, W, C)`` frames -> ``(T, crop, crop, C)``, bilinear (``cv2.INTER_LINEAR``)."""
     g = geometry

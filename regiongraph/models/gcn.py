@@ -215,8 +215,11 @@ class SimilarityBranch(nn.Module):
 
     def __init__(self, channels: int, layers: int = 3) -> None:
         super().__init__()
-        self.theta = nn.Linear(channels, channels)
-        self.phi = nn.Linear(channels, channels)
+        # φ(x) = w x and φ'(x) = w' x (§3): no bias, which would add φ(x_i)ᵀ b' to every
+        # logit of row i (harmless under the softmax) and bᵀ φ'(x_j) to every logit of column j
+        # (a learned preference for some nodes that the paper's graph does not have)
+        self.theta = nn.Linear(channels, channels, bias=False)
+        self.phi = nn.Linear(channels, channels, bias=False)
         self.gcn = GraphBranch(channels, num_graphs=1, layers=layers)
 
     def forward(self, x: Tensor, nodes: RegionNodes) -> Tensor:

@@ -48,6 +48,7 @@ from regiongraph.train.loop import evaluate, load_model
 from regiongraph.train.metrics import (
     classification_metrics,
     confusion_matrix,
+    paper_comparison,
     per_class_table,
     read_labels,
     softmax,
@@ -223,6 +224,9 @@ def evaluate_model(
     inputs: EvaluationInputs,
     outputs: Mapping[str, str | os.PathLike],
     model_name: str,
+    *,
+    arch: str,
+    data: str,
     expect: Mapping[str, Mapping[str, Any]] | None = None,
     device: str = "auto",
     batch_size: int = 64,
@@ -230,7 +234,9 @@ def evaluate_model(
     """Write every evaluation output of one model (``outputs`` maps names to paths).
 
     ``outputs`` keys: ``metrics``, ``per_class``, ``confusion``, ``curves``,
-    ``val_predictions``, ``test_predictions``; ``expect`` is keyed by stream.
+    ``val_predictions``, ``test_predictions``; ``expect`` is keyed by stream. ``arch`` (the
+    backbone) and ``data`` (``demo data``, or the dataset's name) place the result beside the
+    paper's SSv1 figure in ``metrics.json``'s ``paper``.
     """
     label_names = read_labels(inputs.labels_path)
     num_classes = len(label_names)
@@ -278,6 +284,9 @@ def evaluate_model(
             for stream, s in val_scores.items()
             if len(s.video_ids)
         }
+    rgb = metrics["streams"]["rgb"] if len(streams) > 1 and "rgb" in val_scores else None
+    rgb_top1 = rgb["top1"] if rgb else (metrics["top1"] if streams == ["rgb"] else None)
+    metrics["paper"] = {**paper_comparison(model_name, arch, data, rgb_top1), "stream": "rgb"}
     write_json(outputs["metrics"], metrics)
     _write_pictures(inputs, outputs, final_val, label_names, model_name, stream_name)
     _write_val_predictions(outputs["val_predictions"], final_val, val_scores, label_names, val_prior)

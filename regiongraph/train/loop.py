@@ -219,13 +219,36 @@ def train_one_epoch(
 
 
 @torch.no_grad()
+def average_views(
+    video_ids: Sequence[str], labels: torch.Tensor, logits: torch.Tensor
+) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """One row per video: the mean of its views' softmax (the multi-view test protocol), as
+    log-probabilities, in order of each video's first view. One view per video gives its
+    log-softmax, which ranks and scores like the logits."""
+    log_probs = F.log_softmax(logits.float(), dim=-1)
+    first: dict[str, int] = {}  # video -> its first row
+    for row, video in enumerate(video_ids):
+        first.setdefault(video, row)
+    if len(first) == len(video_ids):
+        return list(video_ids), labels, log_probs
+    slot = {video: i for i, video in enumerate(first)}
+    group = torch.tensor([slot[video] for video in video_ids], dtype=torch.long)
+    sums = torch.zeros(len(first), logits.shape[-1], dtype=torch.float64)
+    sums.index_add_(0, group, log_probs.double().exp())
+    counts = torch.bincount(group, minlength=len(first))[:, None]
+    averaged = (sums / counts).clamp_min(torch.finfo(torch.float64).tiny).log().float()
+    return list(first), labels[torch.tensor(list(first.values()))], averaged
+
+
+@torch.no_grad()
 def evaluate(
     model: nn.Module,
     loader: torch.utils.data.DataLoader,
     device: torch.device,
     description: str = "evaluate",
 ) -> Predictions:
-    """Logits for every video of ``loader`` in order, and loss/top-1/top-5 where labelled."""
+    """Scores for every video of ``loader`` (its views averaged) in order of appearance, and
+    loss/top-1/top-5 where labelled. ``logits`` are log-probabilities."""
     model.eval()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     video_ids: list[str] = []
@@ -239,12 +262,13 @@ def evaluate(
         video_ids.extend(batch["video_id"])
     all_logits = torch.cat(logits) if logits else torch.zeros(0, 0)
     all_labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
+    video_ids, all_labels, all_logits = average_views(video_ids, all_labels, all_logits)
     labelled = all_labels >= 0
     n = int(labelled.sum())
     if n:
         scored, truth = all_logits[labelled], all_labels[labelled]
         stats = EpochStats(
-            float(F.cross_entropy(scored, truth)),
+            float(F.nll_loss(scored, truth)),
             int(topk_correct(scored, truth, 1)) / n,
             int(topk_correct(scored, truth, 5)) / n,
             n,

@@ -18,6 +18,34 @@ import pandas as pd
 
 from regiongraph.io import write_csv
 
+# Top-1 on the Something-Something v1 validation split as Wang & Gupta (ECCV 2018) report it for
+# their RGB models with a ResNet-50 I3D backbone (§5.2, Table 1): the backbone alone, and with
+# the joint graph head (similarity + spatial-temporal graphs). The similarity-only and
+# spatial-temporal-only heads have no row here.
+PAPER_SSV1_TOP1 = {
+    ("i3d_r50", "baseline"): ("I3D (ResNet-50)", 0.416),
+    ("i3d_r50", "joint"): ("I3D + joint GCN, STRG (ResNet-50)", 0.433),
+    ("i3d_nl_r50", "baseline"): ("Non-local I3D (ResNet-50)", 0.444),
+    ("i3d_nl_r50", "joint"): ("Non-local I3D + joint GCN (ResNet-50)", 0.461),
+}
+DEMO_DATA = "demo data"
+
+
+def paper_comparison(model: str, arch: str, data: str, top1: float | None) -> dict[str, Any]:
+    """The paper's SSv1 figure for this head and backbone (None when it reports none), beside
+    this run's top-1; ``data`` says what the run was on (``demo data`` for the synthetic set),
+    since only an SSv1 run is comparable."""
+    row, paper_top1 = PAPER_SSV1_TOP1.get((arch, model), (None, None))
+    return {
+        "data": data,
+        "paper_dataset": "Something-Something v1 validation, RGB",
+        "paper_row": row,
+        "paper_top1": paper_top1,
+        "gap_to_paper": None
+        if paper_top1 is None or top1 is None or data == DEMO_DATA
+        else round(top1 - paper_top1, 4),
+    }
+
 
 def read_labels(path: str | os.PathLike) -> list[str]:
     """``index/labels.csv`` (``label_index, label``) as a list indexed by label index."""
@@ -103,6 +131,9 @@ def gather_metrics(
                 "n_videos": data["n_videos"],
                 "chance": round(data.get("chance", float("nan")), 4),
                 "majority_class_rate": round(data.get("majority_class_rate", float("nan")), 4),
+                "data": data.get("paper", {}).get("data"),
+                "paper_row": data.get("paper", {}).get("paper_row"),
+                "paper_top1": data.get("paper", {}).get("paper_top1"),
             }
         )
     frame = pd.DataFrame(rows)
