@@ -1,17 +1,21 @@
-"""Training throughput of the GCN heads: end to end from a feature shard vs pure compute.
+"""Training time of the GCN heads per epoch: every head in one pass vs one job per head.
 
 Writes a temporary features shard in the docs/formats.md layout with realistic sizes (160
 nodes per video: 16 feature frames x 10 boxes, 2048 fp16 channels, chunked one video per
 chunk as the features stage writes it), then measures, in the same run and on the same
-device, training videos/s of
+device, one training epoch of the configured heads (``--models``) done
 
-- **pure compute**: forward + backward + optimiser step on batches already in memory (float32
-  on the device), the ceiling;
-- **end to end**: :func:`regiongraph.train.loop.train_one_epoch` over a shuffled
-  :class:`~regiongraph.train.data.FeatureShardDataset` (HDF5 reads, collation, fp16 to fp32,
-  the copy to the device included), with 0 and with ``--workers`` loader processes.
+- **separately**: one pass over the shard per head, each reading every batch from disk (what
+  one Snakemake job per head did);
+- **in one pass**: :func:`regiongraph.train.loop.train_heads_one_epoch`, each batch read once
+  and stepping every head (what the ``train_model`` job does now);
+- **in one pass, features in memory**: the same after ``cache_in_memory`` (``gcn.cache_features``:
+  epochs after the first read nothing from disk);
+- **compute only**: the heads' steps on batches already on the device, the ceiling.
 
-Goal: end to end at least 70 % of pure compute. Prints a markdown table::
+Prints a markdown table of seconds per epoch and the ratio to "separately"; the compute-only
+row gives the fraction of the ceiling each setup reaches (goal on a GPU: one pass at least 0.7
+of compute only)::
 
     .venv/bin/python bench/gcn.py                  # CPU: 1 torch thread, small counts
     .venv/bin/python bench/gcn.py --videos 512 --batch-size 32 --threads 8 --workers 4
@@ -27,16 +31,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from regiongraph.gpus import resolve_device
 from regiongraph.io import shard_writer
-from regiongraph.models.gcn import build_head
 from regiongraph.train.data import FeatureShardDataset, batch_to_device, feature_loader
 from regiongraph.train.loop import (
-    LearningRateSchedule,
+    Head,
     TrainSettings,
-    train_one_epoch,
+    _architecture,
+    _new_run,
+    train_heads_one_epoch,
 )
 
 FRAMES, PER_FRAME, CHANNELS, CLASSES = 16, 10, 2048, 174
@@ -45,13 +49,7 @@ FRAMES, PER_FRAME, CHANNELS, CLASSES = 16, 10, 2048, 174
 def write_shard(path: Path, videos: int, seed: int = 0) -> None:
     """A features shard of random features, written a few videos at a time."""
     rng = np.random.default_rng(seed)
-    settings = {
-        "stream": "rgb",
-        "arch": "i3d_r50",
-        "num_frames": 32,
-        "frame_stride": 2,
-        "crop_size": 224,
-    }
+    settings = {"stream": "rgb", "arch": "i3d_r50", "num_frames": 32, "crop_size": 224}
     with shard_writer(path, "features", settings) as handle:
         handle.create_dataset(
             "video_id",
@@ -81,12 +79,13 @@ def write_shard(path: Path, videos: int, seed: int = 0) -> None:
             handle["mask"][start : start + n] = rng.random((n, FRAMES, PER_FRAME)) > 0.1
 
 
-def _model_and_optimiser(name: str, device: torch.device, steps: int):
-    torch.manual_seed(0)
-    model = build_head(name, CHANNELS, CLASSES).to(device)
-    optimiser = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    schedule = LearningRateSchedule(TrainSettings(epochs=1), steps_per_epoch=max(steps, 1))
-    return model, optimiser, torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
+def _heads(models, dataset: FeatureShardDataset, batch_size: int, device) -> list[Head]:
+    heads = []
+    for name in models:
+        settings = TrainSettings(model=name, batch_size=batch_size, epochs=1, standardise=False)
+        architecture = _architecture(settings, dataset, CLASSES)
+        heads.append(Head(settings, Path("."), architecture, {}, {}, _new_run(settings, architecture, dataset, device)))
+    return heads
 
 
 def _sync(device: torch.device) -> None:
@@ -94,59 +93,37 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def pure_compute(
-    name: str, dataset: FeatureShardDataset, batch_size: int, device: torch.device
-) -> float:
-    """Videos/s of training steps on batches already on the device (one pass over the data)."""
-    batches = [
-        batch_to_device(batch, device)
-        for batch in feature_loader(dataset, batch_size, shuffle=True, seed=1)
-    ]
-    model, optimiser, scheduler = _model_and_optimiser(name, device, len(batches))
-    model.train()
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-    def step(batch):
-        with autocast:
-            logits = model(batch["global"], batch.get("roi"), batch.get("boxes"), batch.get("mask"))
-        loss = F.cross_entropy(logits.float(), batch["label"])
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        scheduler.step()
-
-    step(batches[0])  # warm-up (allocator, kernels)
-    _sync(device)
-    started = time.perf_counter()
-    for batch in batches:
-        step(batch)
-    _sync(device)
-    return len(dataset) / (time.perf_counter() - started)
-
-
-def end_to_end(
-    name: str, dataset: FeatureShardDataset, batch_size: int, device: torch.device, workers: int
-) -> float:
-    """Videos/s of one training epoch read from the shard, after a short warm-up (page cache
-    warm, persistent workers started, as from the second epoch of a training run on)."""
-    loader = feature_loader(
-        dataset,
-        batch_size,
-        shuffle=True,
-        seed=2,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-    )
-    model, optimiser, scheduler = _model_and_optimiser(name, device, len(loader))
+def _epoch(heads, loader, device) -> float:
+    """Seconds of one epoch of ``heads`` over ``loader`` (after a warm-up of two batches)."""
     loader.sampler.set_epoch(0)
     warm_up = [batch for _, batch in zip(range(2), loader, strict=False)]
-    train_one_epoch(model, warm_up, optimiser, scheduler, device, "warm-up")
+    train_heads_one_epoch(heads, warm_up, device, 0)
     loader.sampler.set_epoch(1)
     _sync(device)
     started = time.perf_counter()
-    stats = train_one_epoch(model, loader, optimiser, scheduler, device, "end to end")
+    train_heads_one_epoch(heads, loader, device, 1)
     _sync(device)
-    return stats.n_videos / (time.perf_counter() - started)
+    return time.perf_counter() - started
+
+
+def _loader(dataset, batch_size, workers, device):
+    return feature_loader(
+        dataset, batch_size, shuffle=True, seed=2, num_workers=workers, pin_memory=device.type == "cuda"
+    )
+
+
+def compute_only(models, dataset, batch_size, device) -> float:
+    """Seconds of every head's steps over the epoch's batches, already on the device."""
+    loader = _loader(dataset, batch_size, 0, device)
+    loader.sampler.set_epoch(1)
+    batches = [batch_to_device(batch, device) for batch in loader]
+    heads = _heads(models, dataset, batch_size, device)
+    train_heads_one_epoch(heads, batches[:2], device, 0)
+    _sync(device)
+    started = time.perf_counter()
+    train_heads_one_epoch(heads, batches, device, 1)
+    _sync(device)
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -155,15 +132,11 @@ def main() -> None:
     )
     parser.add_argument("--videos", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--models", nargs="+", default=["baseline", "joint"])
+    parser.add_argument("--models", nargs="+", default=["baseline", "similarity", "spatiotemporal", "joint"])
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (CPU)")
-    parser.add_argument(
-        "--workers", type=int, default=1, help="loader processes of the second end-to-end run"
-    )
+    parser.add_argument("--workers", type=int, default=0, help="feature loader processes")
     parser.add_argument("--device", default="auto")
-    parser.add_argument(
-        "--repeats", type=int, default=2, help="best of this many runs of each measurement"
-    )
+    parser.add_argument("--repeats", type=int, default=2, help="best of this many runs of each")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -171,35 +144,50 @@ def main() -> None:
         path = Path(tmp) / "shard-000.h5"
         write_shard(path, args.videos)
         size = path.stat().st_size / 2**20
-        regions = FeatureShardDataset([path])
-        global_only = FeatureShardDataset([path], regions=False)
         print(
-            f"device {device}, torch threads {args.threads}, {args.videos} videos x {FRAMES}x{PER_FRAME} "
-            f"nodes x {CHANNELS} fp16 ({size:.0f} MiB shard), batch {args.batch_size}, best of {args.repeats}\n"
+            f"device {device}, torch threads {args.threads}, {args.workers} loader workers, "
+            f"{args.videos} videos x {FRAMES}x{PER_FRAME} nodes x {CHANNELS} fp16 ({size:.0f} MiB "
+            f"shard), batch {args.batch_size}, heads {', '.join(args.models)}, best of {args.repeats}\n"
         )
-        print(
-            "| model | pure compute (videos/s) | end to end, 0 workers | ratio "
-            f"| end to end, {args.workers} workers | ratio |"
+
+        def best(measure) -> float:
+            return min(measure() for _ in range(args.repeats))
+
+        disk = FeatureShardDataset([path])
+        separately = best(
+            lambda: sum(
+                _epoch(_heads([m], disk, args.batch_size, device), _loader(disk, args.batch_size, args.workers, device), device)
+                for m in args.models
+            )
         )
-        print("|---|---:|---:|---:|---:|---:|")
-        for name in args.models:
-            dataset = global_only if name == "baseline" else regions  # as train_model reads
-            pure = max(
-                pure_compute(name, dataset, args.batch_size, device) for _ in range(args.repeats)
+        one_pass = best(
+            lambda: _epoch(
+                _heads(args.models, disk, args.batch_size, device),
+                _loader(disk, args.batch_size, args.workers, device),
+                device,
             )
-            serial = max(
-                end_to_end(name, dataset, args.batch_size, device, 0) for _ in range(args.repeats)
+        )
+        memory = FeatureShardDataset([path])
+        memory.cache_in_memory("always")
+        in_memory = best(
+            lambda: _epoch(
+                _heads(args.models, memory, args.batch_size, device),
+                _loader(memory, args.batch_size, args.workers, device),
+                device,
             )
-            parallel = max(
-                end_to_end(name, dataset, args.batch_size, device, args.workers)
-                for _ in range(args.repeats)
-            )
-            print(
-                f"| {name} | {pure:.1f} | {serial:.1f} | {serial / pure:.0%} | {parallel:.1f} "
-                f"| {parallel / pure:.0%} |"
-            )
-        regions.close()
-        global_only.close()
+        )
+        ceiling = best(lambda: compute_only(args.models, memory, args.batch_size, device))
+        print(f"| {len(args.models)} heads, one epoch | seconds | x faster than separately | of compute only |")
+        print("|---|---:|---:|---:|")
+        for name, seconds in (
+            ("separately (one pass per head, from disk)", separately),
+            ("one pass (each batch read once, from disk)", one_pass),
+            ("one pass, features in memory", in_memory),
+            ("compute only (batches on the device)", ceiling),
+        ):
+            print(f"| {name} | {seconds:.2f} | {separately / seconds:.2f} | {ceiling / seconds:.0%} |")
+        disk.close()
+        memory.close()
 
 
 if __name__ == "__main__":

@@ -3,8 +3,11 @@
 Reads what a finished run left under ``--results`` (the benchmark TSVs Snakemake writes for
 every job, the index, and the output sizes), measures in this run the two CPU costs that do
 not depend on the demo's reduced settings (OpenCV TV-L1 with its default parameters on a
-176x100 pair, and JPEG decoding per frame), takes the GPU throughputs from the measured
-anchors in docs/architecture.md (H100; override them with the flags), and prints two markdown tables:
+176x100 pair, and JPEG decoding per frame), takes each GPU throughput from what a benchmark
+measured (``bench/measured.csv``, written by ``bench/features.py``, ``bench/boxes.py``,
+``bench/flow_stage.py``, ``bench/finetune.py`` and ``bench/gcn.py`` run with ``--record`` on
+a GPU) or, where nothing was measured, from the anchors of docs/architecture.md, and says which
+for every row (override any with its flag); then prints two markdown tables:
 
 1. per stage, measured on the synthetic data: jobs, seconds and bytes per video;
 2. per stage, projected for SSv1 (108,499 videos, ~36 frames each at ~176x100): disk use and
@@ -17,8 +20,9 @@ anchors in docs/architecture.md (H100; override them with the flags), and prints
 Assumptions, stated where they are used: SSv1 settings as config/ssv1.yaml (32-frame clips,
 16 box frames x 10 boxes, 2048 channels, two streams, 5 fine-tuning and 30 GCN epochs, four
 GCN models); the cluster's GPU nodes also run the CPU stages; fine-tuning and GCN training
-are single-GPU jobs (one per stream, and per model and stream), so more nodes run them side
-by side but do not shorten one of them.
+are single-GPU jobs (one per stream; GCN training trains every head of a stream in one pass,
+with the stream's train features kept in memory when they take under half of ``--memory-gb``),
+so more nodes run them side by side but do not shorten one of them.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import cv2
 import h5py
 import numpy as np
 import pandas as pd
+from measured import best_measured  # bench/measured.py, beside this script
 
 from regiongraph.dataset.index import check_frame_folder
 from regiongraph.flow.synthetic import translated_pair
@@ -159,6 +164,35 @@ def measure_index(index: pd.DataFrame, videos: int = 100) -> float:
     return (time.perf_counter() - start) / max(int(sample.n_frames.sum()), 1)
 
 
+# Per-GPU throughputs: (anchor of docs/architecture.md, what it is). bench/measured.csv names
+# each figure as here; scale.py prefers a GPU measurement there to the anchor.
+GPU_FIGURES = {
+    "features_clips_per_s": "I3D R50 32x224 features stage, clips/s (anchor: 293, forward only, bf16, batch 16)",
+    "detector_frames_per_s": "Faster R-CNN R50-FPN boxes stage at min side 320, frames/s (anchor: 263, fp16)",
+    "flow_pairs_per_s": "TV-L1 flow stage, torch backend with the Triton kernel, pairs/s",
+    "finetune_clips_per_s": "I3D R50 32x224 fine-tuning, clips/s (anchor: 293 / 3, a step costing three forwards)",
+    "gcn_videos_per_s": "GCN training, one head, videos/s (anchor: 6,500, the train step)",
+}
+ANCHORS = {
+    "features_clips_per_s": 293.0,
+    "detector_frames_per_s": 263.0,
+    "flow_pairs_per_s": 2909.0,
+    "finetune_clips_per_s": 293.0 / 3,
+    "gcn_videos_per_s": 6500.0,
+}
+MEASURED_AS = {"flow_pairs_per_s": "flow_stage_pairs_per_s"}  # bench/measured.csv's names
+
+
+def gpu_figure(flag: str, given: float | None) -> tuple[float, str]:
+    """(value, where it comes from): the flag, a GPU measurement, or the anchor."""
+    if given is not None:
+        return given, f"given (--{flag.replace('_', '-')})"
+    row = best_measured(MEASURED_AS.get(flag, flag), gpu=True)
+    if row is not None:
+        return float(row["value"]), f"measured on {row['device']} ({row['date']})"
+    return ANCHORS[flag], "anchor (docs/architecture.md), not measured"
+
+
 def fmt_bytes(value: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(value) < 1000 or unit == "TB":
@@ -191,25 +225,21 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=8)
     parser.add_argument("--node-cores", type=int, default=32)
     parser.add_argument("--node-gpus", type=int, default=4)
-    # GPU throughputs: the measured anchors of docs/architecture.md on one H100
-    parser.add_argument("--clips-per-s", type=float, default=293.0,
-                        help="I3D R50 32x224 forward, bf16, batch 16 (docs/architecture.md anchor)")
-    parser.add_argument("--detector-frames-per-s", type=float, default=263.0,
-                        help="Faster R-CNN R50-FPN at min side 320, fp16 (docs/architecture.md anchor)")
-    parser.add_argument("--flow-pairs-per-s", type=float, default=2900.0,
-                        help="the flow stage, torch backend with the Triton kernel, batch 2048, "
-                        "16 threads (measured on an H100 with bench/flow_stage.py: docs/flow_h100.md)")
-    parser.add_argument("--gcn-videos-per-s", type=float, default=6500.0,
-                        help="GCN train step, 160 nodes x 512 (docs/architecture.md anchor)")
-    parser.add_argument("--train-cost", type=float, default=3.0,
-                        help="a fine-tuning step costs this many forward passes")
+    # GPU throughputs per GPU: measured (bench/measured.csv) or the anchors of
+    # docs/architecture.md; a flag overrides both
+    for flag, text in GPU_FIGURES.items():
+        parser.add_argument(f"--{flag.replace('_', '-')}", type=float, default=None, help=text)
+    parser.add_argument("--memory-gb", type=float, default=256.0, help="memory of one GPU machine")
     parser.add_argument("--read-gb-per-s", type=float, default=1.0,
                         help="feature shards read by GCN training (local NVMe or a fast share)")
     parser.add_argument("--finetune-epochs", type=int, default=5)
     parser.add_argument("--gcn-epochs", type=int, default=30)
     parser.add_argument("--gcn-models", type=int, default=4)
     parser.add_argument("--streams", type=int, default=2)
+    parser.add_argument("--eval-views", type=int, default=1, help="evaluate.views (ssv1.yaml: 1)")
+    parser.add_argument("--eval-crops", type=int, default=3, help="evaluate.crops (ssv1.yaml: 3)")
     args = parser.parse_args()
+    figures = {flag: gpu_figure(flag, getattr(args, flag)) for flag in GPU_FIGURES}
     results = args.results
     if not (results / "index").exists() or not (results / "benchmarks").exists():
         raise SystemExit(f"{results}: no finished run here; run `make demo` first or pass --results")
@@ -259,43 +289,56 @@ def main() -> None:
     rows.append(("flow (TV-L1, OpenCV, CPU)", flow_bytes, flow_core_s / ws_cores,
                  flow_core_s / cl_cores,
                  f"{pairs / 1e6:.2f} M pairs x TV-L1 s measured; gzip ratio measured on synthetic flow"))
+    flow_rate, flow_source = figures["flow_pairs_per_s"]
     rows.append(("flow on GPUs (TV-L1, torch backend, Triton kernel)", flow_bytes,
-                 pairs / args.flow_pairs_per_s / ws_gpus, pairs / args.flow_pairs_per_s / cl_gpus,
-                 f"stage at {args.flow_pairs_per_s:.0f} pairs/s/GPU measured on an H100; instead of the row above"))
-    box_frames = n * t_ssv1
+                 pairs / flow_rate / ws_gpus, pairs / flow_rate / cl_gpus,
+                 f"the stage at {flow_rate:.0f} pairs/s/GPU, {flow_source}; instead of the row above"))
+    n_eval = n - n_train  # validation and test: a clip per view and crop, boxes per view
+    clips = n_train + n_eval * args.eval_views * args.eval_crops
+    box_frames = n_train * t_ssv1 + n_eval * min(t_ssv1 * args.eval_views, frames)
     boxes = stages.get("boxes")
     box_bytes = boxes.bytes / boxes.videos * (t_ssv1 * 10) / (t_demo * 10) * n if boxes else 0
-    rows.append(("boxes (Faster R-CNN, GPU)", box_bytes, box_frames / args.detector_frames_per_s / ws_gpus,
-                 box_frames / args.detector_frames_per_s / cl_gpus,
-                 f"{box_frames / 1e6:.2f} M frames / detector anchor"))
+    box_rate, box_source = figures["detector_frames_per_s"]
+    rows.append(("boxes (Faster R-CNN, GPU)", box_bytes, box_frames / box_rate / ws_gpus,
+                 box_frames / box_rate / cl_gpus,
+                 f"{box_frames / 1e6:.2f} M frames at {box_rate:.0f} frames/s/GPU, {box_source}"))
     per_video_features = (t_ssv1 * 10 * c * 2 + c * 2 + t_ssv1 * 10 * 17 + 16)  # roi+global+boxes+mask+ids
     feat = stages.get("features (rgb)")
     if feat:  # measured bytes per roi element, so HDF5 overheads are included
         per_video_features = feat.bytes / feat.videos * (t_ssv1 * 10 * c + c) / (t_demo * k * c + c)
-    # clips per second: the GPU anchor, unless decoding 32 frames per clip on the CPUs is slower
-    ws_rate = min(args.clips_per_s * ws_gpus, ws_cores / (32 * decode_s))
-    cl_rate = min(args.clips_per_s * cl_gpus, cl_cores / (32 * decode_s))
-    rows.append((f"features (I3D + RoIAlign, GPU, {args.streams} streams)",
-                 per_video_features * n * args.streams, n * args.streams / ws_rate,
-                 n * args.streams / cl_rate,
-                 f"I3D anchor {args.clips_per_s:.0f} clips/s/GPU, loader {32 * decode_s * 1e3:.0f} ms/clip/core"))
-    ft_s = args.finetune_epochs * n_train / (args.clips_per_s / args.train_cost)
+    # clips per second: the GPU's, unless decoding 32 frames per clip on the CPUs is slower
+    clip_rate, clip_source = figures["features_clips_per_s"]
+    ws_rate = min(clip_rate * ws_gpus, ws_cores / (32 * decode_s))
+    cl_rate = min(clip_rate * cl_gpus, cl_cores / (32 * decode_s))
+    rows.append((f"features (I3D + RoIAlign, GPU, {args.streams} streams, "
+                 f"{args.eval_views}x{args.eval_crops} views of the validation and test videos)",
+                 per_video_features * clips * args.streams, clips * args.streams / ws_rate,
+                 clips * args.streams / cl_rate,
+                 f"{clip_rate:.0f} clips/s/GPU, {clip_source}; loader {32 * decode_s * 1e3:.0f} ms/clip/core"))
+    tune_rate, tune_source = figures["finetune_clips_per_s"]
+    ft_s = args.finetune_epochs * n_train / tune_rate
     rows.append((f"finetune ({args.finetune_epochs} epochs x {args.streams} streams)",
                  4 * 4 * 36e6, ft_s * args.streams / min(ws_gpus, args.streams),
                  ft_s * args.streams / min(cl_gpus, args.streams),
-                 f"I3D anchor / {args.train_cost:.0f} per step; one GPU per stream"))
-    epoch_read_s = n_train * per_video_features / (args.read_gb_per_s * 1e9)
-    gcn_epoch_s = max(n_train / args.gcn_videos_per_s, epoch_read_s)
-    gcn_runs = args.gcn_models * args.streams
-    gcn_s = gcn_epoch_s * args.gcn_epochs
+                 f"{tune_rate:.0f} clips/s/GPU, {tune_source}; one GPU per stream"))
+    # one job per stream trains every head in one pass: each epoch reads the stream's train
+    # features once (or, kept in memory, only the first epoch does)
+    gcn_rate, gcn_source = figures["gcn_videos_per_s"]
+    stream_bytes = n_train * per_video_features
+    cached = stream_bytes < args.memory_gb * 1e9 / 2
+    epoch_read_s = stream_bytes / (args.read_gb_per_s * 1e9)
+    compute_s = args.gcn_models * n_train / gcn_rate
+    gcn_s = (max(compute_s, epoch_read_s) + (args.gcn_epochs - 1) * (compute_s if cached else max(compute_s, epoch_read_s)))
     gcn = stages.get("GCN train + evaluate")
-    demo_runs = len(list((results / "benchmarks" / "gcn").glob("*/*/train.tsv")))
-    gcn_bytes = gcn.bytes / max(demo_runs, 1) * gcn_runs if gcn else 0  # checkpoints, logs, plots
+    demo_heads = len(list((results / "gcn").glob("*/*/model.pt")))
+    gcn_runs = args.gcn_models * args.streams
+    gcn_bytes = gcn.bytes / max(demo_heads, 1) * gcn_runs if gcn else 0  # checkpoints, logs, plots
     rows.append((f"GCN ({args.gcn_models} models x {args.streams} streams x {args.gcn_epochs} epochs)",
-                 gcn_bytes, gcn_s * gcn_runs / ws_gpus,
-                 gcn_s * max(1.0, gcn_runs / cl_gpus),
-                 f"max(GCN anchor, reading {fmt_bytes(per_video_features)}/video at "
-                 f"{args.read_gb_per_s:g} GB/s) per epoch"))
+                 gcn_bytes, gcn_s * args.streams / min(ws_gpus, args.streams),
+                 gcn_s * max(1.0, args.streams / cl_gpus),
+                 f"{gcn_rate:.0f} videos/s/GPU per head, {gcn_source}; one job per stream, every "
+                 f"head in one pass; {fmt_bytes(stream_bytes)} of train features a stream "
+                 f"{'kept in memory' if cached else f'read at {args.read_gb_per_s:g} GB/s each epoch'}"))
 
     print(f"## Projection for SSv1: {n:,} videos x {frames:.0f} frames at {w}x{h}; "
           f"workstation {ws_cores} cores + {ws_gpus} GPU; cluster {args.nodes} nodes x "

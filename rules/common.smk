@@ -243,6 +243,13 @@ GCN_FEATURES = {
     "boxes_backend": BOXES["backend"],
     "per_frame": BOXES["per_frame"],
 }
+# One training job per stream writes every head's model and log ("{stream}": the wildcard).
+GCN_MODEL_FILES = [
+    results(f"gcn/{model}/{{stream}}/model.pt") for model in GCN["models"]
+]
+GCN_TRAIN_LOGS = [
+    results(f"gcn/{model}/{{stream}}/train_log.csv") for model in GCN["models"]
+]
 # Feature shards of a split; "{stream}" stays a wildcard, filled in per job.
 GCN_TRAIN_INPUTS = {
     split: shard_paths(FEATURE_SHARDS, [split], stream="{stream}")

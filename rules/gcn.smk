@@ -1,9 +1,10 @@
 # Stage 8: the graph heads (Wang & Gupta 2018) trained on the cached features, one job per
-# model and stream, then evaluated per model (two streams: late fusion).
+# stream that trains every configured head in one pass (each batch read once, then evaluated
+# per model; two streams: late fusion).
 # Checkpoints (gcn/{model}/{stream}/checkpoints/epoch-{n}.pt) are not declared outputs, so a
 # killed or rerun job resumes from them instead of Snakemake deleting them.
-# One thread per job: the heads are small, and on 2 cores two models train side by side
-# faster than one with two contended threads; raise it with --set-threads train_model=8.
+# Two threads per job: with two streams on 2 cores, the two jobs share the machine; raise it
+# with --set-threads train_model=8.
 
 
 rule train_model:
@@ -11,20 +12,21 @@ rule train_model:
         **GCN_TRAIN_INPUTS,
         labels=results("index/labels.csv"),
     output:
-        model=results("gcn/{model}/{stream}/model.pt"),
-        train_log=results("gcn/{model}/{stream}/train_log.csv"),
+        models=GCN_MODEL_FILES,
+        train_logs=GCN_TRAIN_LOGS,
     log:
-        logs("gcn/{model}/{stream}/train.log"),
+        logs("gcn/{stream}/train.log"),
     benchmark:
-        benchmarks("gcn/{model}/{stream}/train.tsv")
+        benchmarks("gcn/{stream}/train.tsv")
     conda:
         ENVS["torch"]
-    threads: 1
+    threads: 2
     resources:
         mem_mb=6000,
         runtime=240,
         gpu=gpus(True),
     params:
+        models=GCN["models"],
         settings=GCN_TRAIN_SETTINGS,
         features=GCN_FEATURES,
         seed=config["seed"],

@@ -133,6 +133,14 @@ MUTANTS = [
         ("tests/test_features.py",),
     ),
     Mutant(
+        "heads_share_rng",
+        "heads trained in one pass each keep their own RNG stream (equal to training alone)",
+        "regiongraph/train/loop.py",
+        "with own_rng(self.state.rng), autocast:",
+        "with autocast:",
+        ("tests/test_train.py",),
+    ),
+    Mutant(
         "uniform_centre",
         "uniform sampling takes each segment's centre for evaluation",
         "regiongraph/dataset/sampling.py",

@@ -218,7 +218,7 @@ def test_kill_during_finetuning_and_training_then_resume(tmp_path):
     finish(snakemake(killed, "--cores", "2", "--rerun-incomplete", "train"))
 
     finetune_log = (killed / "results/logs/weights/finetune-rgb.log").read_text()
-    train_log = (killed / "results/logs/gcn/joint/rgb/train.log").read_text()
+    train_log = (killed / "results/logs/gcn/rgb/train.log").read_text()
     assert "resuming fine-tuning rgb from" in finetune_log, finetune_log[-2000:]
     assert "resuming joint/rgb from" in train_log, train_log[-2000:]
     assert "another run" not in finetune_log + train_log

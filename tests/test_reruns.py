@@ -143,7 +143,7 @@ def test_a_changed_setting_reruns_exactly_what_depends_on_it(finished, tmp_path,
         retrained = stream in {"rgb", "flow"} if expected.get("train_model") == 2 else stream == "flow"
         assert (model["fingerprint"] != old_fingerprints[stream]) == retrained, stream
         if retrained:  # the old run's checkpoints were moved aside, never resumed
-            log = (results / "logs" / "gcn" / "joint" / stream / "train.log").read_text()
+            log = (results / "logs" / "gcn" / stream / "train.log").read_text()
             assert "belong to another run" in log and (head / "checkpoints.stale").is_dir()
     if case == "gcn.lr":
         assert record["settings"]["lr"] == 0.002

@@ -26,7 +26,7 @@ from regiongraph.train.evaluate import (
     late_fusion,
     predict,
 )
-from regiongraph.train.loop import LearningRateSchedule, TrainSettings, train_model
+from regiongraph.train.loop import LearningRateSchedule, TrainSettings, train_heads, train_model
 from regiongraph.train.metrics import (
     classification_metrics,
     confusion_matrix,
@@ -255,7 +255,7 @@ def test_interrupted_training_resumes_to_the_same_weights_and_log(shards, tmp_pa
         small_settings(**DEMO_OPTIMISER), shards["train"], shards["validation"], 4, tmp_path / "a"
     )
 
-    real = loop.train_one_epoch
+    real = loop.train_heads_one_epoch
     calls = []
 
     def killed_in_epoch_3(*args, **kwargs):
@@ -264,7 +264,7 @@ def test_interrupted_training_resumes_to_the_same_weights_and_log(shards, tmp_pa
             raise KeyboardInterrupt("job killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "train_one_epoch", killed_in_epoch_3)
+    monkeypatch.setattr(loop, "train_heads_one_epoch", killed_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         train_model(
             small_settings(**DEMO_OPTIMISER),
@@ -274,7 +274,7 @@ def test_interrupted_training_resumes_to_the_same_weights_and_log(shards, tmp_pa
             tmp_path / "b",
         )
     assert checkpoint_epochs(tmp_path / "b" / "checkpoints") == [1, 2]
-    monkeypatch.setattr(loop, "train_one_epoch", real)
+    monkeypatch.setattr(loop, "train_heads_one_epoch", real)
     resumed = train_model(
         small_settings(**DEMO_OPTIMISER), shards["train"], shards["validation"], 4, tmp_path / "b"
     )
@@ -365,7 +365,7 @@ def test_a_finished_run_is_not_trained_twice_and_operational_settings_may_change
     out = tmp_path / "run"
     first = train_model(small_settings(epochs=2), shards["train"], shards["validation"], 4, out)
     weights = _state(first)
-    monkeypatch.setattr(loop, "train_one_epoch", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(loop, "train_heads_one_epoch", lambda *a, **k: pytest.fail("trained again"))
     with caplog.at_level("INFO"):
         again = train_model(
             small_settings(epochs=2, keep_checkpoints=1, num_workers=0),
@@ -604,3 +604,56 @@ def test_a_videos_views_are_averaged_into_one_prediction(shards, tmp_path):
         rows = torch.softmax(model(torch.from_numpy(handle["global"][()]).float()), dim=-1)
     np.testing.assert_allclose(scores.probabilities, rows.view(2, 3, -1).mean(1).numpy(), rtol=1e-5)
     np.testing.assert_allclose(scores.probabilities.sum(1), 1.0, rtol=1e-6)
+
+
+def test_heads_trained_in_one_pass_equal_heads_trained_alone(shards, tmp_path):
+    """One job per stream reads each batch once and steps every head; each head keeps its own
+    optimiser and RNG stream, so its weights and log are those of a run of its own."""
+    names = ["joint", "baseline", "similarity"]
+    settings = [small_settings(model=name, epochs=2, **DEMO_OPTIMISER) for name in names]
+    together = train_heads(
+        settings, shards["train"], shards["validation"], 4, [tmp_path / "pass" / n for n in names]
+    )
+    for name, setting, path in zip(names, settings, together, strict=True):
+        alone = train_model(setting, shards["train"], shards["validation"], 4, tmp_path / "alone" / name)
+        for key, value in _state(alone).items():
+            torch.testing.assert_close(_state(path)[key], value, rtol=0, atol=0, msg=f"{name} {key}")
+        logs = [pd.read_csv(p.parent / "train_log.csv").drop(columns="seconds") for p in (path, alone)]
+        pd.testing.assert_frame_equal(*logs)
+        assert _fingerprint(path) == _fingerprint(alone)
+
+
+def test_a_head_that_diverges_stops_and_the_others_finish(shards, tmp_path, caplog):
+    healthy = small_settings(model="baseline", epochs=2)
+    diverging = small_settings(model="joint", epochs=2, lr=1e30)
+    with pytest.raises(FloatingPointError, match=r"training joint/rgb diverged"):
+        with caplog.at_level("ERROR"):
+            train_heads(
+                [diverging, healthy], shards["train"], shards["validation"], 4,
+                [tmp_path / "joint", tmp_path / "baseline"],
+            )
+    assert "the other heads go on" in caplog.text
+    assert not (tmp_path / "joint" / "model.pt").exists()
+    assert checkpoint_epochs(tmp_path / "baseline" / "checkpoints") == [1, 2]
+    alone = train_model(healthy, shards["train"], shards["validation"], 4, tmp_path / "alone")
+    for key, value in _state(alone).items():
+        torch.testing.assert_close(_state(tmp_path / "baseline" / "model.pt")[key], value, rtol=0, atol=0)
+
+
+def test_features_kept_in_memory_read_the_same_batches(shards, caplog):
+    lazy = FeatureShardDataset(shards["train"])
+    cached = FeatureShardDataset(shards["train"])
+    with caplog.at_level("INFO"):
+        assert cached.cache_in_memory("always", "train") is True
+        assert lazy.cache_in_memory("never", "train") is False
+    assert "kept in memory (gcn.cache_features: always)" in caplog.text
+    assert "read from disk each epoch (gcn.cache_features: never)" in caplog.text
+    cached.close()  # the arrays are in memory: no file is needed any more
+    indices = [27, 0, 15, 16, 3]
+    a, b = lazy.__getitems__(indices), cached.__getitems__(indices)
+    assert a["video_id"] == b["video_id"]
+    for name in ("global", "roi", "boxes", "mask", "label"):
+        assert torch.equal(a[name], b[name]), name
+    assert cached.nbytes == len(cached) * (CHANNELS * 2 + FRAMES * PER_FRAME * (CHANNELS * 2 + 16 + 1))
+    with pytest.raises(ValueError, match="gcn.cache_features must be one of"):
+        lazy.cache_in_memory("sometimes")

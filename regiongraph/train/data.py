@@ -11,6 +11,7 @@ loader workers each have their own) and cached.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +29,10 @@ from regiongraph.features.storage import (
     read_video,
 )
 from regiongraph.io import ShardMismatchError, content_digest, shard_settings
+
+log = logging.getLogger(__name__)
+
+CACHE_POLICIES = ("auto", "always", "never")
 
 
 def _decode_ids(values: np.ndarray) -> list[str]:
@@ -100,6 +105,8 @@ class FeatureShardDataset(Dataset):
         self._rows = np.concatenate(rows) if rows else np.zeros((0, 2), dtype=np.int64)
         self._handles: dict[int, dict[str, h5py.Dataset]] = {}
         self._pid = os.getpid()
+        self._memory: dict[str, np.ndarray] | None = None  # cache_in_memory's arrays
+        self._offsets: np.ndarray | None = None
 
     def _check_same(
         self,
@@ -150,16 +157,56 @@ class FeatureShardDataset(Dataset):
             self._handles[shard] = arrays
         return arrays
 
+    @property
+    def nbytes(self) -> int:
+        """What the arrays this dataset reads take in memory."""
+        return len(self) * sum(
+            int(np.prod(self.shapes[name])) * self.dtypes[name].itemsize for name in self.arrays
+        )
+
+    def cache_in_memory(self, policy: str = "auto", what: str = "features") -> bool:
+        """Read every array into memory once (``gcn.cache_features``): ``always``, ``never``,
+        or ``auto`` when they take under half the memory available now. Epochs after the
+        first then read nothing from disk. Logs the check; returns whether it cached."""
+        if policy not in CACHE_POLICIES:
+            raise ValueError(f"gcn.cache_features must be one of {CACHE_POLICIES}, got {policy!r}")
+        available = available_memory()
+        fits = available is not None and self.nbytes < available // 2
+        cache = policy == "always" or (policy == "auto" and fits)
+        log.info(
+            "%s features: %.2f GB, %s GB available: %s (gcn.cache_features: %s)",
+            what,
+            self.nbytes / 1e9,
+            "?" if available is None else f"{available / 1e9:.1f}",
+            "kept in memory" if cache else "read from disk each epoch",
+            policy,
+        )
+        if cache:
+            self._memory = {
+                name: np.concatenate(
+                    [self._arrays(shard)[name][()] for shard in range(len(self.paths))]
+                )
+                if self.paths
+                else np.zeros((0, *self.shapes[name]), self.dtypes[name])
+                for name in self.arrays
+            }
+            self._offsets = np.cumsum([0, *np.bincount(self._rows[:, 0], minlength=len(self.paths))])
+        return cache
+
     def _read(self, indices: Sequence[int]) -> dict[str, Any]:
         """The videos at ``indices`` as one batch: arrays stacked on a first axis."""
         rows = self._rows[np.asarray(indices, dtype=np.int64)]
-        batch = {
-            name: np.empty((len(rows), *self.shapes[name]), dtype=self.dtypes[name])
-            for name in self.arrays
-        }
-        for slot, (shard, row) in enumerate(rows):
-            for name, dataset in self._arrays(int(shard)).items():
-                read_video(dataset, int(row), batch[name], slot)
+        if self._memory is not None:
+            flat = self._offsets[rows[:, 0]] + rows[:, 1]
+            batch = {name: values[flat] for name, values in self._memory.items()}
+        else:
+            batch = {
+                name: np.empty((len(rows), *self.shapes[name]), dtype=self.dtypes[name])
+                for name in self.arrays
+            }
+            for slot, (shard, row) in enumerate(rows):
+                for name, dataset in self._arrays(int(shard)).items():
+                    read_video(dataset, int(row), batch[name], slot)
         out: dict[str, Any] = {
             "video_id": [self.video_ids[i] for i in indices],
             "label": torch.from_numpy(self.labels[np.asarray(indices, dtype=np.int64)]),
@@ -182,6 +229,18 @@ class FeatureShardDataset(Dataset):
         for arrays in self._handles.values():
             next(iter(arrays.values())).file.close()
         self._handles = {}
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations now (Linux ``MemAvailable``), if known."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
 
 
 def feature_statistics(
@@ -266,6 +325,9 @@ def feature_loader(
         num_workers=num_workers,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
+        # its own generator: the loader's worker seeds never draw from the global RNG, which
+        # belongs to the heads' dropout (see regiongraph.train.loop.own_rng)
+        generator=torch.Generator().manual_seed(seed),
     )
 
 

@@ -30,6 +30,7 @@ import math
 import random
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,6 @@ from regiongraph.train.checkpoints import (
     rng_states,
     run_state,
     save_checkpoint,
-    set_rng_states,
 )
 from regiongraph.train.data import (
     FeatureShardDataset,
@@ -77,7 +77,7 @@ LOG_COLUMNS = [
 ]
 # Settings that only change how a run goes, not what it computes: they may differ between the
 # run that wrote a checkpoint and the one resuming it.
-OPERATIONAL_SETTINGS = ("device", "num_workers", "resume_from", "keep_checkpoints")
+OPERATIONAL_SETTINGS = ("device", "num_workers", "resume_from", "keep_checkpoints", "cache_features")
 
 
 @dataclass
@@ -104,6 +104,7 @@ class TrainSettings:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     num_workers: int = 0  # data loader worker processes
+    cache_features: str = "auto"  # auto | always | never: keep the features in memory
     resume_from: int | None = None  # epoch whose checkpoint to restart from; None: the latest
     keep_checkpoints: int | None = 2  # keep the latest N epoch checkpoints; None: all
 
@@ -180,44 +181,6 @@ def _forward(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
     return model(batch["global"], batch.get("roi"), batch.get("boxes"), batch.get("mask"))
 
 
-def train_one_epoch(
-    model: nn.Module,
-    loader: torch.utils.data.DataLoader,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    device: torch.device,
-    description: str = "train",
-) -> EpochStats:
-    """One pass over ``loader`` with cross-entropy; the scheduler steps every batch."""
-    model.train()
-    # Sums stay on the device: one synchronisation per epoch, not three per batch.
-    totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss, top-1, top-5
-    seen = 0
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    for batch in tqdm(loader, desc=description, leave=False, mininterval=5.0):
-        batch = batch_to_device(batch, device)
-        labels = batch["label"]
-        with autocast:
-            logits = _forward(model, batch)
-        loss = F.cross_entropy(logits.float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        count = labels.shape[0]
-        with torch.no_grad():
-            totals += torch.stack(
-                [
-                    loss.detach() * count,
-                    topk_correct(logits, labels, 1),
-                    topk_correct(logits, labels, 5),
-                ]
-            ).double()
-        seen += count
-    loss_sum, top1, top5 = (totals / max(seen, 1)).tolist()
-    return EpochStats(loss_sum, top1, top5, seen)
-
-
 @torch.no_grad()
 def average_views(
     video_ids: Sequence[str], labels: torch.Tensor, logits: torch.Tensor
@@ -241,32 +204,39 @@ def average_views(
 
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module,
+def evaluate_heads(
+    models: Sequence[nn.Module],
     loader: torch.utils.data.DataLoader,
     device: torch.device,
-    description: str = "evaluate",
-) -> Predictions:
-    """Scores for every video of ``loader`` (its views averaged) in order of appearance, and
-    loss/top-1/top-5 where labelled. ``logits`` are log-probabilities."""
-    model.eval()
+    description: str = "validation",
+) -> list[Predictions]:
+    """Scores of every model for every video of ``loader`` (one pass: each batch read once),
+    a video's views averaged, in order of appearance; loss/top-1/top-5 where labelled.
+    ``logits`` are log-probabilities."""
+    for model in models:
+        model.eval()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     video_ids: list[str] = []
     labels: list[torch.Tensor] = []
-    logits: list[torch.Tensor] = []
+    logits: list[list[torch.Tensor]] = [[] for _ in models]
     for batch in tqdm(loader, desc=description, leave=False, mininterval=5.0):
         batch = batch_to_device(batch, device)
         with autocast:
-            logits.append(_forward(model, batch).float().cpu())
+            for rows, model in zip(logits, models, strict=True):
+                rows.append(_forward(model, batch).float().cpu())
         labels.append(batch["label"].cpu())
         video_ids.extend(batch["video_id"])
-    all_logits = torch.cat(logits) if logits else torch.zeros(0, 0)
     all_labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
-    video_ids, all_labels, all_logits = average_views(video_ids, all_labels, all_logits)
-    labelled = all_labels >= 0
+    return [_predictions(video_ids, all_labels, rows) for rows in logits]
+
+
+def _predictions(video_ids, labels: torch.Tensor, rows: list[torch.Tensor]) -> Predictions:
+    all_logits = torch.cat(rows) if rows else torch.zeros(0, 0)
+    ids, labels, all_logits = average_views(video_ids, labels, all_logits)
+    labelled = labels >= 0
     n = int(labelled.sum())
     if n:
-        scored, truth = all_logits[labelled], all_labels[labelled]
+        scored, truth = all_logits[labelled], labels[labelled]
         stats = EpochStats(
             float(F.nll_loss(scored, truth)),
             int(topk_correct(scored, truth, 1)) / n,
@@ -275,7 +245,17 @@ def evaluate(
         )
     else:
         stats = EpochStats(float("nan"), float("nan"), float("nan"), 0)
-    return Predictions(stats, video_ids, all_labels.numpy(), all_logits.numpy())
+    return Predictions(stats, ids, labels.numpy(), all_logits.numpy())
+
+
+def evaluate(
+    model: nn.Module,
+    loader: torch.utils.data.DataLoader,
+    device: torch.device,
+    description: str = "evaluate",
+) -> Predictions:
+    """:func:`evaluate_heads` of one model."""
+    return evaluate_heads([model], loader, device, description)[0]
 
 
 def _architecture(
@@ -390,13 +370,33 @@ def run_record(
     }
 
 
+@contextmanager
+def own_rng(states: dict[str, Any]):
+    """Run the block on the torch (and CUDA) RNG ``states`` of one head, and keep where it
+    leaves them: heads trained side by side draw the same dropout masks as each alone."""
+    saved = torch.get_rng_state()
+    saved_cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    try:
+        yield
+    finally:
+        states["torch"] = torch.get_rng_state()
+        if saved_cuda is not None:
+            states["cuda"] = torch.cuda.get_rng_state_all()
+            torch.cuda.set_rng_state_all(saved_cuda)
+        torch.set_rng_state(saved)
+
+
 @dataclass
 class TrainingRun:
-    """The state of one run as it goes: what a checkpoint saves and restores."""
+    """The state of one head's run as it goes: what a checkpoint saves and restores."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    rng: dict[str, Any]  # this run's own RNG states (see own_rng)
     rows: list[dict[str, Any]] = field(default_factory=list)
     epoch: int = 0
     best_top1: float = -1.0
@@ -406,7 +406,7 @@ class TrainingRun:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        set_rng_states(state["rng"])
+        self.rng = dict(state["rng"])
         self.epoch = int(state["epoch"])
         self.rows = [row for row in state["log"] if row["epoch"] <= self.epoch]
         self.best_top1, self.best_epoch = state["best_top1"], state["best_epoch"]
@@ -417,7 +417,7 @@ class TrainingRun:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": rng_states(),
+            "rng": self.rng,
             "best_top1": self.best_top1,
             "best_epoch": self.best_epoch,
             "architecture": architecture,
@@ -441,10 +441,10 @@ def _new_run(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, LearningRateSchedule(settings, steps_per_epoch)
     )
-    return TrainingRun(model, optimizer, scheduler)
+    return TrainingRun(model, optimizer, scheduler, rng_states())
 
 
-def _epoch_row(epoch, train_stats: EpochStats, val_stats: EpochStats, lr, started) -> dict:
+def _epoch_row(epoch, train_stats: EpochStats, val_stats: EpochStats, lr, seconds) -> dict:
     return {
         "epoch": epoch,
         "train_loss": train_stats.loss,
@@ -454,8 +454,207 @@ def _epoch_row(epoch, train_stats: EpochStats, val_stats: EpochStats, lr, starte
         "val_top1": val_stats.top1,
         "val_top5": val_stats.top5,
         "lr": lr,
-        "seconds": round(time.perf_counter() - started, 3),
+        "seconds": round(seconds, 3),
     }
+
+
+@dataclass
+class Head:
+    """One head of a training job: its settings, its files, its run record and its state."""
+
+    settings: TrainSettings
+    out_dir: Path
+    architecture: dict[str, Any]
+    features: dict[str, Any]
+    run: dict[str, Any]  # record and fingerprint (regiongraph.train.checkpoints)
+    state: TrainingRun
+    failed: str | None = None  # why it stopped (a diverged loss), if it did
+    seconds: float = 0.0  # its compute time in the current epoch
+    totals: torch.Tensor | None = None  # loss, top-1, top-5 sums of the current epoch
+    seen: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.settings.model}/{self.settings.stream}"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+    def step(self, batch: dict[str, Any], device: torch.device) -> None:
+        """One optimiser step of this head on ``batch`` (already on ``device``)."""
+        started = time.perf_counter()
+        model, labels = self.state.model, batch["label"]
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+        with own_rng(self.state.rng), autocast:
+            logits = _forward(model, batch)
+        loss = F.cross_entropy(logits.float(), labels)
+        self.state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.state.optimizer.step()
+        self.state.scheduler.step()
+        count = labels.shape[0]
+        with torch.no_grad():  # sums stay on the device: one synchronisation per epoch
+            self.totals += torch.stack(
+                [loss.detach() * count, topk_correct(logits, labels, 1), topk_correct(logits, labels, 5)]
+            ).double()
+        self.seen += count
+        self.seconds += time.perf_counter() - started
+
+
+def train_heads_one_epoch(
+    heads: Sequence[Head], loader: torch.utils.data.DataLoader, device: torch.device, epoch: int
+) -> dict[str, EpochStats]:
+    """One pass over ``loader``: each batch is read once and steps every head."""
+    for head in heads:
+        head.state.model.train()
+        head.totals = torch.zeros(3, dtype=torch.float64, device=device)
+        head.seen, head.seconds = 0, 0.0
+    for batch in tqdm(loader, desc=f"epoch {epoch}", leave=False, mininterval=5.0):
+        batch = batch_to_device(batch, device)
+        for head in heads:
+            head.step(batch, device)
+    stats = {}
+    for head in heads:
+        loss, top1, top5 = (head.totals / max(head.seen, 1)).tolist()
+        stats[head.name] = EpochStats(loss, top1, top5, head.seen)
+    return stats
+
+
+def _open_head(
+    settings: TrainSettings,
+    out_dir: Path,
+    train_set: FeatureShardDataset,
+    val_set: FeatureShardDataset,
+    num_classes: int,
+    device,
+) -> Head:
+    """A head resumed from its own run's latest checkpoint, or new."""
+    architecture = _architecture(settings, train_set, num_classes)
+    features = {key: train_set.settings.get(key) for key in SHARED_SETTINGS}
+    run = run_state(run_record(settings, train_set, val_set, architecture))
+    state = _new_run(settings, architecture, train_set, device)
+    head = Head(settings, Path(out_dir), architecture, features, run, state)
+    resumed = resume_run(head.checkpoint_dir, run["record"], settings.resume_from, head.name)
+    if resumed is not None:
+        state.restore(resumed)
+    return head
+
+
+def _finish_epoch(head: Head, epoch: int, train_stats: EpochStats, val_stats: EpochStats, lr) -> None:
+    """Record an epoch of ``head``: its log row, its checkpoint, its train_log.csv."""
+    state = head.state
+    if val_stats.top1 > state.best_top1:
+        state.best_top1, state.best_epoch = val_stats.top1, epoch
+    state.epoch = epoch
+    state.rows.append(_epoch_row(epoch, train_stats, val_stats, lr, head.seconds))
+    log.info(
+        "%s epoch %d: %s",
+        head.name,
+        epoch,
+        {k: round(v, 4) if isinstance(v, float) else v for k, v in state.rows[-1].items()},
+    )
+    save_checkpoint(
+        epoch_checkpoint(head.checkpoint_dir, epoch),
+        state.checkpoint(head.run, head.architecture, head.features, head.settings),
+    )
+    write_csv(head.out_dir / "train_log.csv", pd.DataFrame(state.rows, columns=LOG_COLUMNS))
+    keep_latest(head.checkpoint_dir, head.settings.keep_checkpoints)
+
+
+def _save_model(head: Head) -> Path:
+    state = head.state
+    write_csv(head.out_dir / "train_log.csv", pd.DataFrame(state.rows, columns=LOG_COLUMNS))
+    model_path = head.out_dir / "model.pt"
+    save_checkpoint(
+        model_path,
+        {
+            "model": state.model.state_dict(),
+            "architecture": head.architecture,
+            "features": head.features,
+            "settings": asdict(head.settings),
+            "epoch": head.settings.epochs,
+            "best_top1": state.best_top1,
+            "best_epoch": state.best_epoch,
+            **head.run,
+        },
+    )
+    return model_path
+
+
+def train_heads(
+    heads_settings: Sequence[TrainSettings],
+    train_paths: Sequence[str | Path],
+    val_paths: Sequence[str | Path],
+    num_classes: int,
+    out_dirs: Sequence[str | Path],
+    expect: dict[str, Any] | None = None,
+) -> list[Path]:
+    """Train (or resume) several heads on one stream's features in one pass.
+
+    Each batch is read once and steps every head; each head keeps its own optimiser, RNG
+    stream, checkpoints, log and ``model.pt`` in its ``out_dirs`` entry, exactly as if it
+    were trained alone. A head that diverges stops (its checkpoints stay) while the others
+    go on; the job then fails naming it. Returns the ``model.pt`` paths.
+    """
+    if len(heads_settings) != len(out_dirs) or not heads_settings:
+        raise ValueError("one output folder per head, and at least one head")
+    first = heads_settings[0]
+    if any((s.epochs, s.batch_size, s.seed, s.stream) != (first.epochs, first.batch_size, first.seed, first.stream) for s in heads_settings):
+        raise ValueError("heads trained in one pass share epochs, batch_size, seed and stream")
+    regions = any(s.model != "baseline" for s in heads_settings)  # the baseline reads only global
+    train_set, val_set = load_datasets(train_paths, val_paths, num_classes, expect, regions)
+    for dataset, what in ((train_set, "train"), (val_set, "validation")):
+        dataset.cache_in_memory(first.cache_features, what)
+    device = resolve_device(first.device)
+    heads = [
+        _open_head(settings, Path(out_dir), train_set, val_set, num_classes, device)
+        for settings, out_dir in zip(heads_settings, out_dirs, strict=True)
+    ]
+    log.info(
+        "training %s on %s features: %d train / %d validation rows, %d classes, %s nodes, "
+        "device %s, %d epochs",
+        ", ".join(f"{h.settings.model} (from epoch {h.state.epoch + 1})" for h in heads),
+        first.stream,
+        len(train_set),
+        len(val_set),
+        num_classes,
+        f"{train_set.num_frames}x{train_set.boxes_per_frame}",
+        device,
+        first.epochs,
+    )
+    pin = device.type == "cuda"
+    val_loader = feature_loader(val_set, first.batch_size, num_workers=first.num_workers, pin_memory=pin)
+    train_loader = feature_loader(
+        train_set, first.batch_size, shuffle=True, seed=first.seed, num_workers=first.num_workers,
+        pin_memory=pin,
+    )
+    start = min(head.state.epoch for head in heads) + 1
+    for epoch in tqdm(range(start, first.epochs + 1), desc=first.stream, mininterval=5.0):
+        active = [h for h in heads if h.failed is None and h.state.epoch < epoch]
+        if not active:
+            break
+        rates = {h.name: h.state.optimizer.param_groups[0]["lr"] for h in active}
+        train_loader.sampler.set_epoch(epoch)
+        stats = train_heads_one_epoch(active, train_loader, device, epoch)
+        for head in active:
+            if not math.isfinite(stats[head.name].loss):
+                head.failed = (
+                    f"training {head.name} diverged: the mean train loss of epoch {epoch} is "
+                    f"{stats[head.name].loss}; lower gcn.lr ({head.settings.lr})"
+                )
+                log.error("%s; the other heads go on", head.failed)
+        active = [h for h in active if h.failed is None]
+        validation = evaluate_heads([h.state.model for h in active], val_loader, device)
+        for head, predictions in zip(active, validation, strict=True):
+            _finish_epoch(head, epoch, stats[head.name], predictions.stats, rates[head.name])
+    paths = [_save_model(head) for head in heads if head.failed is None]
+    train_set.close()
+    val_set.close()
+    failed = [head.failed for head in heads if head.failed is not None]
+    if failed:
+        raise FloatingPointError("; ".join(failed))
+    return paths
 
 
 def train_model(
@@ -467,91 +666,8 @@ def train_model(
     expect: dict[str, Any] | None = None,
 ) -> Path:
     """Train (or resume) one head; write checkpoints, ``train_log.csv`` and ``model.pt``."""
-    out_dir = Path(out_dir)
-    checkpoint_dir = out_dir / "checkpoints"
-    regions = settings.model != "baseline"  # the baseline reads only the global feature
-    train_set, val_set = load_datasets(train_paths, val_paths, num_classes, expect, regions)
-    device = resolve_device(settings.device)
-    architecture = _architecture(settings, train_set, num_classes)
-    features = {key: train_set.settings.get(key) for key in SHARED_SETTINGS}
-    run = run_state(run_record(settings, train_set, val_set, architecture))
-
-    state = _new_run(settings, architecture, train_set, device)
-    what = f"{settings.model}/{settings.stream}"
-    resumed = resume_run(checkpoint_dir, run["record"], settings.resume_from, what)
-    if resumed is not None:
-        state.restore(resumed)
-    log.info(
-        "training %s on %s features: %d train / %d validation videos, %d classes, %s nodes, "
-        "device %s, epochs %d..%d",
-        settings.model,
-        settings.stream,
-        len(train_set),
-        len(val_set),
-        num_classes,
-        f"{train_set.num_frames}x{train_set.boxes_per_frame}",
-        device,
-        state.epoch + 1,
-        settings.epochs,
-    )
-    pin = device.type == "cuda"
-    val_loader = feature_loader(
-        val_set, settings.batch_size, num_workers=settings.num_workers, pin_memory=pin
-    )
-    train_loader = feature_loader(
-        train_set,
-        settings.batch_size,
-        shuffle=True,
-        seed=settings.seed,
-        num_workers=settings.num_workers,
-        pin_memory=pin,
-    )
-    for epoch in tqdm(range(state.epoch + 1, settings.epochs + 1), desc=what, mininterval=5.0):
-        started = time.perf_counter()
-        lr = state.optimizer.param_groups[0]["lr"]
-        train_loader.sampler.set_epoch(epoch)
-        train_stats = train_one_epoch(
-            state.model, train_loader, state.optimizer, state.scheduler, device, f"epoch {epoch}"
-        )
-        if not math.isfinite(train_stats.loss):
-            raise FloatingPointError(
-                f"training {what} diverged: the mean train loss of epoch {epoch} is "
-                f"{train_stats.loss}; lower gcn.lr ({settings.lr})"
-            )
-        val_stats = evaluate(state.model, val_loader, device, "validation").stats
-        if val_stats.top1 > state.best_top1:
-            state.best_top1, state.best_epoch = val_stats.top1, epoch
-        state.epoch = epoch
-        state.rows.append(_epoch_row(epoch, train_stats, val_stats, lr, started))
-        log.info(
-            "epoch %d: %s",
-            epoch,
-            {k: round(v, 4) if isinstance(v, float) else v for k, v in state.rows[-1].items()},
-        )
-        save_checkpoint(
-            epoch_checkpoint(checkpoint_dir, epoch),
-            state.checkpoint(run, architecture, features, settings),
-        )
-        write_csv(out_dir / "train_log.csv", pd.DataFrame(state.rows, columns=LOG_COLUMNS))
-        keep_latest(checkpoint_dir, settings.keep_checkpoints)
-    write_csv(out_dir / "train_log.csv", pd.DataFrame(state.rows, columns=LOG_COLUMNS))
-    model_path = out_dir / "model.pt"
-    save_checkpoint(
-        model_path,
-        {
-            "model": state.model.state_dict(),
-            "architecture": architecture,
-            "features": features,
-            "settings": asdict(settings),
-            "epoch": settings.epochs,
-            "best_top1": state.best_top1,
-            "best_epoch": state.best_epoch,
-            **run,
-        },
-    )
-    train_set.close()
-    val_set.close()
-    return model_path
+    (path,) = train_heads([settings], train_paths, val_paths, num_classes, [out_dir], expect)
+    return path
 
 
 def load_model(
