@@ -56,6 +56,7 @@ rule finetune_stream:
         finetune=BACKBONE["finetune"],
         seed=config["seed"],
         device=job_device(True),
+        jpeg_decode=BACKBONE["jpeg_decode"],
         checkpoints=results("weights/finetune/{stream}"),
     script:
         "../scripts/finetune.py"
@@ -94,6 +95,7 @@ rule features_shard:
         crops=split_crops,
         batch_size=BACKBONE["batch_size"],
         workers=BACKBONE["workers"],
+        jpeg_decode=BACKBONE["jpeg_decode"],
         device=job_device(True),
     script:
         "../scripts/features.py"

@@ -23,6 +23,7 @@ rule flow_shard:
         tvl1=FLOW["tvl1"],
         batch_size=FLOW["batch_size"],
         kernel=FLOW["kernel"],
+        jpeg_decode=FLOW["jpeg_decode"],
         device=job_device(FLOW_TORCH),
     script:
         "../scripts/flow.py"

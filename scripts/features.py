@@ -18,7 +18,12 @@ counts = cache_features_shard(
     backbone=BackboneSettings(**params.backbone),
     boxes_path=snakemake.input.boxes,
     boxes_backend=params.boxes_backend,
-    job=FeatureJob(device=params.device, batch_size=params.batch_size, workers=params.workers),
+    job=FeatureJob(
+        device=params.device,
+        batch_size=params.batch_size,
+        workers=params.workers,
+        jpeg_decode=params.jpeg_decode,
+    ),
     flow_path=snakemake.input.flow[0] if stream == "flow" else None,
 )
 log.info(

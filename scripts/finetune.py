@@ -30,5 +30,6 @@ result = finetune_backbone(
     flow_paths=dict(enumerate(snakemake.input.flow)),
     device=params.device,
     manifest_path=snakemake.input.manifest,
+    jpeg_decode=params.jpeg_decode,
 )
 log.info("finetune %s: %s", snakemake.wildcards.stream, result)

@@ -16,4 +16,5 @@ compute_flow_shard(
     device=params.device,
     batch_size=params.batch_size,
     kernel=params.kernel,
+    jpeg_decode=params.jpeg_decode,
 )

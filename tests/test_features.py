@@ -142,12 +142,12 @@ def tiny_shard(tmp_path):
     return tmp_path
 
 
-def run_cache(root, output, workers):
+def run_cache(root, output, workers, jpeg_decode="auto"):
     clip = ClipSettings(num_frames=4, frame_stride=2, resize_short=40, crop_size=32, per_frame=3)
     backbone = BackboneSettings(width_per_group=4)
     counts = cache_features_shard(
         root / "index.parquet", 0, output, root / "rgb.pt", clip, backbone, root / "boxes.h5",
-        "annotations", FeatureJob(device="cpu", batch_size=2, workers=workers),
+        "annotations", FeatureJob(device="cpu", batch_size=2, workers=workers, jpeg_decode=jpeg_decode),
     )
     return counts, clip, backbone
 
@@ -187,6 +187,23 @@ def test_features_shard_round_trip_drops_corrupt_and_handles_missing_boxes(tiny_
     assert shard_drops(root / "again.h5") == shard_drops(root / "features.h5")
     with open_shard(root / "again.h5") as a, open_shard(root / "features.h5") as b:
         assert a.attrs["content_digest"] == b.attrs["content_digest"]
+
+
+def test_features_from_frames_decoded_on_the_device_match_the_host_path(tiny_shard):
+    """backbone.jpeg_decode: device (nvJPEG on a GPU) decodes, resizes and crops each batch
+    with torchvision on the job's device; here on the CPU. Same videos, same drops, the same
+    boxes, features within the rounding of a level of 255 in the resized clips."""
+    root = tiny_shard
+    run_cache(root, root / "host.h5", workers=0, jpeg_decode="host")
+    counts, _, _ = run_cache(root, root / "device.h5", workers=1, jpeg_decode="device")
+    assert counts == {"videos": 2, "dropped": 1}
+    assert [d["video_id"] for d in shard_drops(root / "device.h5")] == ["v3"]
+    with open_shard(root / "host.h5") as a, open_shard(root / "device.h5") as b:
+        assert a["video_id"][()].tolist() == b["video_id"][()].tolist()
+        np.testing.assert_array_equal(a["boxes"][()], b["boxes"][()])
+        for key in ("global", "roi"):
+            x, y = a[key][()].astype(np.float32), b[key][()].astype(np.float32)
+            assert np.abs(x - y).max() <= 0.02 * np.abs(x).max() + 1e-3, key
 
 
 def test_boxes_from_other_sampling_settings_are_refused(tiny_shard):
@@ -261,6 +278,27 @@ def test_finetune_resumed_equals_uninterrupted(tiny_shard, tmp_path, caplog):
     fresh, _ = load_weights(tmp_path / "other-fresh.pt")
     assert all(torch.equal(other[key], fresh[key]) for key in fresh)
     assert not torch.equal(other["res5.blocks.2.branch2c.weight"], full["res5.blocks.2.branch2c.weight"])
+
+
+def test_finetune_on_frames_decoded_on_the_device_follows_the_host_run(tiny_shard, tmp_path):
+    """backbone.jpeg_decode: device in fine-tuning: the same clips within a level of 255, so
+    losses within a few percent (a random network is sensitive to one level; a zero or
+    misplaced clip is further off)."""
+    root = tiny_shard
+    _finetune_inputs(root)
+    clip = ClipSettings(num_frames=4, frame_stride=2, resize_short=40, crop_size=32, training=True)
+    settings = FinetuneSettings(epochs=1, lr=0.01, batch_size=2, workers=0, freeze_bn=False)
+    results = {}
+    for where in ("host", "device"):
+        results[where] = finetune_backbone(
+            root / "train.parquet", root / "labels.csv", root / "rgb.pt", tmp_path / f"{where}.pt",
+            tmp_path / f"ckpt-{where}", clip, BackboneSettings(width_per_group=4), settings,
+            device="cpu", jpeg_decode=where,
+        )
+    assert results["device"]["losses"] == pytest.approx(results["host"]["losses"], rel=5e-2)
+    host, _ = load_weights(tmp_path / "host.pt")
+    device, _ = load_weights(tmp_path / "device.pt")
+    assert not all(torch.equal(host[k], device[k]) for k in host)  # two runs, not one copied
 
 
 def test_finetune_with_zero_epochs_passes_the_weights_through(tiny_shard, tmp_path):

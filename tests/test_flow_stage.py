@@ -159,6 +159,13 @@ def test_torch_backend_writes_the_same_shard_layout(shard_index, tmp_path):
     again = tmp_path / "torch-again.h5"
     _run(shard_index, again, backend="torch", device="cpu", batch_size=16)
     assert _datasets(again) == torch_data
+    # frames decoded by torchvision on the solver's device (nvJPEG on a GPU; libjpeg here,
+    # which decodes as OpenCV does): the same flow, and the same videos dropped
+    decoded = tmp_path / "torch-device-jpeg.h5"
+    _run(shard_index, decoded, backend="torch", device="cpu", batch_size=3, jpeg_decode="device")
+    assert _datasets(decoded) == torch_data
+    same = ("video_id", "split", "stage")  # the reason's words may differ: checked before decoding
+    assert [[d[k] for k in same] for d in shard_drops(decoded)] == [[d[k] for k in same] for d in shard_drops(output)]
 
 
 def test_killed_write_leaves_no_shard_and_keeps_the_old_one(shard_index, tmp_path, monkeypatch):

@@ -105,3 +105,98 @@ def read_video_frames(
             )
             out[i] = cv2.resize(image, (first[1], first[0]), interpolation=cv2.INTER_LINEAR)
     return np.stack(out)
+
+
+# --- decoding on the device (torchvision.io.decode_jpeg; nvJPEG on CUDA) -------------------
+
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame, not DHT/JPG/DAC
+
+
+def jpeg_size(data: bytes | np.ndarray) -> tuple[int, int]:
+    """``(height, width)`` of a JPEG from its start-of-frame header, without decoding.
+
+    Walks the marker segments after SOI up to the first SOF. Raises ``ValueError`` when the
+    bytes hold no frame header (not a JPEG, or cut before it).
+    """
+    buf = data if isinstance(data, bytes) else np.asarray(data, dtype=np.uint8).tobytes()
+    if buf[:2] != JPEG_START:
+        raise ValueError("not a JPEG (no start-of-image marker)")
+    pos = 2
+    while pos + 4 <= len(buf):
+        if buf[pos] != 0xFF:
+            raise ValueError(f"not a JPEG marker at byte {pos}")
+        marker = buf[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            pos += 2
+            continue
+        length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+        if marker in _SOF_MARKERS:
+            if pos + 9 > len(buf):
+                break
+            height = int.from_bytes(buf[pos + 5 : pos + 7], "big")
+            width = int.from_bytes(buf[pos + 7 : pos + 9], "big")
+            return height, width
+        pos += 2 + length
+    raise ValueError("no JPEG frame header (truncated before the image)")
+
+
+JPEG_DECODE = ("auto", "host", "device")
+
+
+def jpeg_on_device(choice: str, device) -> bool:
+    """Config ``jpeg_decode``: decode on ``device`` (``device``, or ``auto`` on CUDA) rather
+    than on the host."""
+    if choice not in JPEG_DECODE:
+        raise ValueError(f"jpeg_decode must be one of {', '.join(JPEG_DECODE)}, got {choice!r}")
+    return choice == "device" or (choice == "auto" and getattr(device, "type", str(device)) == "cuda")
+
+
+def read_frame_bytes(path: str | os.PathLike) -> np.ndarray:
+    """The undecoded bytes of one JPEG frame as uint8, after the cheap checks of
+    :func:`check_jpeg_bytes` (for decoding a batch on the device)."""
+    problem = "frame file is missing" if not os.path.exists(path) else check_jpeg_bytes(path)
+    if problem is not None:
+        raise CorruptFrameError(path, problem)
+    return np.fromfile(path, dtype=np.uint8)
+
+
+def decode_jpegs(
+    datas: list[np.ndarray],
+    device,
+    grayscale: bool = False,
+    paths: list[str] | None = None,
+) -> list:
+    """Decode JPEG bytes to uint8 tensors ``(C, H, W)`` (C 3, or 1 with ``grayscale``) on
+    ``device`` in one batched ``torchvision.io.decode_jpeg`` call (nvJPEG on CUDA).
+
+    When the batch fails, each image is decoded alone to name the one that does not decode
+    (:class:`CorruptFrameError`, with its path from ``paths``).
+    """
+    import warnings
+
+    import torch
+    from torchvision.io import ImageReadMode
+    from torchvision.io import decode_jpeg as _decode_jpeg
+
+    def decode_jpeg(*args, **kwargs):
+        with warnings.catch_warnings():  # torchvision 0.29 points to torchcodec for the future
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
+            return _decode_jpeg(*args, **kwargs)
+
+    mode = ImageReadMode.GRAY if grayscale else ImageReadMode.RGB
+    tensors = [torch.from_numpy(np.asarray(d, dtype=np.uint8)) for d in datas]
+    if not tensors:
+        return []
+    try:
+        return decode_jpeg(tensors, mode=mode, device=device)
+    except RuntimeError:
+        for i, tensor in enumerate(tensors):
+            try:
+                decode_jpeg(tensor, mode=mode, device=device)
+            except RuntimeError as error:
+                path = paths[i] if paths else f"image {i} of the batch"
+                raise CorruptFrameError(path, f"JPEG does not decode ({error})") from None
+        raise

@@ -27,9 +27,16 @@ from torch.utils.data import DataLoader
 from torchvision.ops import roi_align
 from tqdm import tqdm
 
+from regiongraph.dataset.frames import jpeg_on_device
 from regiongraph.dataset.index import read_shard
 from regiongraph.dataset.sampling import BOX_EVERY
-from regiongraph.features.clips import ClipDataset, ClipSettings, to_network_input
+from regiongraph.features.clips import (
+    ClipDataset,
+    ClipSettings,
+    collate_clips,
+    decode_clips,
+    to_network_input,
+)
 from regiongraph.features.storage import (
     FEATURES_STAGE,
     ROI_SIZE,
@@ -129,6 +136,7 @@ class FeatureJob:
     device: str
     batch_size: int
     workers: int
+    jpeg_decode: str = "auto"  # config backbone.jpeg_decode
 
 
 def cache_features_shard(
@@ -160,10 +168,12 @@ def cache_features_shard(
         clip,
         boxes_paths={shard: boxes_path},
         flow_paths={shard: flow_path} if flow_path is not None else None,
+        jpeg_on_device=jpeg_on_device(job.jpeg_decode, dev),
     )
     loader = DataLoader(
         dataset,
         batch_size=job.batch_size,
+        collate_fn=collate_clips,
         num_workers=job.workers,
         pin_memory=dev.type == "cuda",
         persistent_workers=False,
@@ -180,8 +190,9 @@ def cache_features_shard(
     failed: set[str] = set()
     desc = f"features {clip.stream} {split} shard {int(shard):03d}"
     log.info(
-        "%s: %d videos x %d views on %s, batch %d, %d workers",
+        "%s: %d videos x %d views on %s, batch %d, %d workers, JPEG decoded on %s",
         desc, len(rows), dataset.views_per_video, dev, job.batch_size, job.workers,
+        dev if dataset.jpeg_on_device else "the host",
     )
     with (
         shard_writer(output, FEATURES_STAGE, settings, inputs) as handle,
@@ -190,6 +201,7 @@ def cache_features_shard(
     ):
         writer = FeatureShardWriter(handle, clip.num_frames // BOX_EVERY, clip.per_frame, FEATURE_DIM)
         for batch in loader:
+            batch = decode_clips(batch, dev)
             for video_id, error in zip(batch["video_id"], batch["error"], strict=True):
                 if error and video_id not in failed:  # once, whichever of its views failed
                     failed.add(video_id)

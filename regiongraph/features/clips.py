@@ -12,6 +12,12 @@ Items are dicts with fixed keys: ``video_id``, ``label_index``, ``clip`` ``(C, T
 ``boxes`` ``(T_box, K, 4)`` in crop pixels, ``mask`` ``(T_box, K)``, ``error`` (empty, or why
 the video could not be read: the caller records it in ``index/dropped.csv``).
 
+With ``jpeg_on_device`` (chosen on CUDA for RGB clips), workers only read the JPEG bytes of
+the clip's frames and work out the crop from the JPEG header; :func:`decode_clips` then
+decodes the whole batch on the GPU in one ``torchvision.io.decode_jpeg`` call (nvJPEG) and
+resizes and crops there, so the host's JPEG decoding no longer sets the pace. Use
+:func:`collate_clips` as the loader's ``collate_fn`` in either mode.
+
 HDF5 handles are opened lazily in each worker process and never pickled.
 """
 
@@ -26,19 +32,29 @@ import h5py
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
+import torch.nn.functional as F
+from torch.utils.data import Dataset, default_collate
 
-from regiongraph.dataset.frames import CorruptFrameError, read_video_frames
+from regiongraph.dataset.frames import (
+    CorruptFrameError,
+    decode_jpegs,
+    frame_path,
+    jpeg_size,
+    read_frame_bytes,
+    read_video_frames,
+)
 from regiongraph.dataset.sampling import BOX_EVERY, ClipFrames, sample_clip_frames
 from regiongraph.detect.storage import BOXES_STAGE, read_video_boxes
 from regiongraph.features.transforms import (
     CropGeometry,
     flow_frame_indices,
     flow_to_input,
+    geometry_fields,
     map_boxes,
     random_crop_geometry,
     resize_and_crop,
     resize_and_crop_flow,
+    resize_and_crop_tensor,
     spatial_crop_geometry,
 )
 from regiongraph.flow.storage import FLOW_STAGE, read_flow
@@ -101,9 +117,11 @@ class ClipDataset(Dataset):
         settings: ClipSettings,
         boxes_paths: Mapping[int, str | os.PathLike] | None = None,
         flow_paths: Mapping[int, str | os.PathLike] | None = None,
+        jpeg_on_device: bool = False,
     ):
         self.videos = videos.reset_index(drop=True)
         self.settings = settings
+        self.jpeg_on_device = bool(jpeg_on_device) and settings.stream == "rgb"
         self.boxes_paths = {int(k): str(v) for k, v in (boxes_paths or {}).items()}
         self.flow_paths = {int(k): str(v) for k, v in (flow_paths or {}).items()}
         if settings.stream == "flow":
@@ -177,7 +195,9 @@ class ClipDataset(Dataset):
             "mask": torch.zeros(t_box, s.per_frame, dtype=torch.bool),
         }
         try:
-            if s.stream == "rgb":
+            if self.jpeg_on_device:
+                geometry = self._jpeg_item(item, row["frame_dir"], clip, rng, crop)
+            elif s.stream == "rgb":
                 frames = read_video_frames(row["frame_dir"], clip.frames)
                 geometry = self.geometry(frames.shape[1], frames.shape[2], rng, crop)
                 array = resize_and_crop(frames, geometry)
@@ -195,6 +215,11 @@ class ClipDataset(Dataset):
                 item["clip"] = torch.from_numpy(array).permute(3, 0, 1, 2).contiguous()
         except (CorruptFrameError, MissingFlowError) as error:
             item["error"] = str(error)
+            if self.jpeg_on_device:
+                item.update(clip=torch.zeros(0, dtype=torch.uint8), jpeg=[], jpeg_paths=[])
+                item.update(jpeg_order=torch.zeros(s.num_frames, dtype=torch.int64))
+                item["geometry"] = torch.zeros(7, dtype=torch.int64)
+                return item
             dtype = torch.uint8 if s.stream == "rgb" else torch.float32
             item["clip"] = torch.zeros(
                 STREAM_CHANNELS[s.stream], s.num_frames, s.crop_size, s.crop_size, dtype=dtype
@@ -204,6 +229,22 @@ class ClipDataset(Dataset):
             boxes, mask = self.read_boxes(row, clip, geometry)
             item["boxes"], item["mask"] = torch.from_numpy(boxes), torch.from_numpy(mask)
         return item
+
+    def _jpeg_item(self, item: dict, frame_dir, clip: ClipFrames, rng, crop: int) -> CropGeometry:
+        """Device decoding: the clip's distinct frames as JPEG bytes, which of them each clip
+        frame is, and the crop (from the first frame's header)."""
+        distinct, order = np.unique(np.asarray(clip.frames, dtype=np.int64), return_inverse=True)
+        paths = [str(frame_path(frame_dir, int(f))) for f in distinct]
+        datas = [read_frame_bytes(path) for path in paths]
+        try:
+            height, width = jpeg_size(datas[0])
+        except ValueError as error:
+            raise CorruptFrameError(paths[0], str(error)) from None
+        geometry = self.geometry(height, width, rng, crop)
+        item.update(clip=torch.zeros(0, dtype=torch.uint8), jpeg=datas, jpeg_paths=paths)
+        item["jpeg_order"] = torch.from_numpy(order.reshape(-1).astype(np.int64))
+        item["geometry"] = torch.tensor(geometry_fields(geometry), dtype=torch.int64)
+        return geometry
 
     def read_boxes(self, row, clip: ClipFrames, geometry: CropGeometry):
         """The video's boxes mapped into crop pixels; none (mask all false) when absent."""
@@ -216,6 +257,69 @@ class ClipDataset(Dataset):
             geometry.width,
         )
         return map_boxes(found.boxes, found.mask, geometry)
+
+
+def collate_clips(items: list[dict]) -> dict:
+    """The loader's ``collate_fn``: torch's default collation, with the per-clip lists of JPEG
+    bytes (device decoding) kept as lists."""
+    jpeg = [item.pop("jpeg", None) for item in items]
+    paths = [item.pop("jpeg_paths", None) for item in items]
+    batch = default_collate(items)
+    if any(j is not None for j in jpeg):
+        batch["jpeg"], batch["jpeg_paths"] = jpeg, paths
+    return batch
+
+
+def decode_clips(batch: dict, device: torch.device | str) -> dict:
+    """Device decoding: turn a collated batch's JPEG bytes into ``batch["clip"]``, uint8
+    ``(B, 3, T, S, S)`` on ``device``; a clip with a frame that does not decode gets its
+    ``error`` set (and a zero clip), as in the host path. A batch without JPEG bytes (host
+    decoding) is returned as it is."""
+    if "jpeg" not in batch:
+        return batch
+    errors = list(batch["error"])
+    decoded: list[list[torch.Tensor] | None] = []
+    flat = [d for clip in batch["jpeg"] for d in clip]
+    flat_paths = [p for clip in batch["jpeg_paths"] for p in clip]
+    try:
+        images = decode_jpegs(flat, device, paths=flat_paths)
+        start = 0
+        for clip in batch["jpeg"]:
+            decoded.append(images[start : start + len(clip)])
+            start += len(clip)
+    except CorruptFrameError:  # find the clips it belongs to; the others still count
+        for b, (clip, paths) in enumerate(zip(batch["jpeg"], batch["jpeg_paths"], strict=True)):
+            try:
+                decoded.append(decode_jpegs(clip, device, paths=paths))
+            except CorruptFrameError as error:
+                errors[b] = str(error)
+                decoded.append(None)
+    sizes = batch["geometry"][:, 6].tolist()
+    frames = batch["jpeg_order"].shape[1]
+    crop = max(sizes) if sizes else 0
+    out = torch.zeros(len(errors), 3, frames, crop, crop, dtype=torch.uint8, device=device)
+    for b, images in enumerate(decoded):
+        if errors[b] or not images:
+            continue
+        geometry = CropGeometry(*batch["geometry"][b].tolist())
+        distinct = resize_and_crop_tensor(same_size(images, geometry), geometry)
+        out[b] = distinct[:, batch["jpeg_order"][b].to(distinct.device)]
+    batch["clip"], batch["error"] = out, errors
+    return batch
+
+
+def same_size(images: list[torch.Tensor], geometry: CropGeometry) -> torch.Tensor:
+    """Decoded ``(C, H, W)`` frames stacked; a frame of another size than the first (a few
+    SSv1 videos change size midway) is first resized to it, as the host path does."""
+    size = (geometry.height, geometry.width)
+    if all(tuple(image.shape[1:]) == size for image in images):
+        return torch.stack(images)
+    return torch.stack([
+        image if tuple(image.shape[1:]) == size
+        else F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+        .round_().clamp_(0, 255).to(torch.uint8)
+        for image in images
+    ])
 
 
 def to_network_input(

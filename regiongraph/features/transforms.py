@@ -142,3 +142,28 @@ def flow_frame_indices(frames: np.ndarray, n_frames: int) -> np.ndarray:
     if n_frames < 2:
         raise ValueError(f"a video needs at least 2 frames for flow, got {n_frames}")
     return np.minimum(np.asarray(frames, dtype=np.int64), n_frames - 2)
+
+
+def resize_and_crop_tensor(frames, geometry: CropGeometry):
+    """The device twin of :func:`resize_and_crop`: uint8 ``(T, C, H, W)`` tensor frames ->
+    uint8 ``(C, T, crop, crop)`` on the same device.
+
+    Bilinear with half-pixel centres and no antialiasing, as ``cv2.INTER_LINEAR`` (OpenCV
+    rounds its fixed-point weights, so values may differ by one level). Frames of another
+    size than ``geometry``'s are resized straight to its resized size.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    g = geometry
+    resized = F.interpolate(
+        frames.float(), size=(g.resized_h, g.resized_w), mode="bilinear", align_corners=False
+    )
+    crop = resized[:, :, g.y0 : g.y0 + g.crop, g.x0 : g.x0 + g.crop]
+    return crop.round_().clamp_(0, 255).to(torch.uint8).permute(1, 0, 2, 3)
+
+
+def geometry_fields(geometry: CropGeometry) -> list[int]:
+    """A geometry as seven integers (to travel through a DataLoader as a tensor)."""
+    g = geometry
+    return [g.height, g.width, g.resized_h, g.resized_w, g.y0, g.x0, g.crop]

@@ -12,8 +12,10 @@ same flow datasets byte for byte.
   videos in index order.
 * ``torch``: frame pairs of one size are batched across videos (``batch_size`` pairs per
   call) on CUDA when available, else on the CPU with ``workers`` threads; frames are decoded
-  ahead by a thread pool while the solver runs. Videos are written as they complete, in an
-  order fixed by the index.
+  ahead by a thread pool while the solver runs (or, with ``jpeg_decode`` on the device,
+  the threads read the JPEG bytes and each video is decoded on the GPU in one batched
+  ``torchvision.io.decode_jpeg`` call). Videos are written as they complete, in an order
+  fixed by the index.
 """
 
 from __future__ import annotations
@@ -31,7 +33,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from regiongraph.dataset.frames import CorruptFrameError, read_video_frames
+from regiongraph.dataset.frames import (
+    CorruptFrameError,
+    decode_jpegs,
+    frame_path,
+    jpeg_on_device,
+    read_frame_bytes,
+    read_video_frames,
+)
 from regiongraph.dataset.index import read_shard
 from regiongraph.flow.params import TVL1Params, check_kernel
 from regiongraph.flow.quantize import check_bound, quantize_flow
@@ -114,6 +123,33 @@ def _read_gray(frame_dir: str, n_frames: int) -> tuple[np.ndarray | None, str | 
         frames_logger.removeHandler(capture)
 
 
+def _read_gray_bytes(frame_dir: str, n_frames: int):
+    """Device decoding: a video's JPEG bytes and paths, ``(datas, paths, None)`` or
+    ``(None, None, reason)``."""
+    if n_frames < 2:
+        return None, None, f"{n_frames} frame(s): no frame pair for optical flow"
+    paths = [str(frame_path(frame_dir, i)) for i in range(n_frames)]
+    try:
+        return [read_frame_bytes(p) for p in paths], paths, None
+    except CorruptFrameError as error:
+        return None, None, f"corrupt frame {error.path}: {error.problem}"
+
+
+def _decode_gray_on_device(datas, paths, device):
+    """A video's frames decoded on ``device``: uint8 ``(T, H, W)``, ``(None, reason)`` when a
+    frame does not decode, or ``(None, None)`` when its frames differ in size (the host path
+    then resizes them to the first, as it always has)."""
+    import torch
+
+    try:
+        images = decode_jpegs(datas, device, grayscale=True, paths=paths)
+    except CorruptFrameError as error:
+        return None, f"corrupt frame {error.path}: {error.problem}"
+    if len({tuple(image.shape) for image in images}) > 1:
+        return None, None
+    return torch.cat(images), None
+
+
 def _opencv_video(task: tuple[str, str, int, dict[str, Any], float]) -> VideoResult:
     """Worker: decode one video and compute its quantised flow with OpenCV."""
     from regiongraph.flow.opencv_backend import opencv_video_flow
@@ -158,6 +194,7 @@ def _torch_results(
     device: str,
     batch_size: int,
     kernel: str = "auto",
+    jpeg_decode: str = "auto",
 ) -> Iterator[VideoResult]:
     """Results as videos complete: pairs of one frame size batched across videos.
 
@@ -174,7 +211,11 @@ def _torch_results(
 
     device = resolve_device(device)
     kernel = resolve_kernel(kernel, device, params)  # fails before any decoding if impossible
-    log.info("torch TV-L1 on %s, %s kernel, batches of %d pairs", device, kernel, batch_size)
+    on_device = jpeg_on_device(jpeg_decode, device)
+    log.info(
+        "torch TV-L1 on %s, %s kernel, batches of %d pairs, JPEG decoded on %s",
+        device, kernel, batch_size, device if on_device else "the host",
+    )
     if device.type == "cpu":
         torch.set_num_threads(max(1, workers))
     queues: OrderedDict[tuple[int, int], list[tuple[_PendingVideo, int]]] = OrderedDict()
@@ -190,8 +231,9 @@ def _torch_results(
 
     def run(size: tuple[int, int], count: int) -> Iterator[VideoResult]:
         pairs, queues[size] = queues[size][:count], queues[size][count:]
-        first = np.stack([v.frames[i] for v, i in pairs])
-        second = np.stack([v.frames[i + 1] for v, i in pairs])
+        stack = torch.stack if on_device else np.stack
+        first = stack([v.frames[i] for v, i in pairs])
+        second = stack([v.frames[i + 1] for v, i in pairs])
         in_flight.append(
             (solver.submit(torch_pairs_flow, first, second, params, device, kernel, None, bound), pairs)
         )
@@ -202,10 +244,21 @@ def _torch_results(
         ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="tvl1") as solver,
     ):
-        decoded = prefetch(
-            pool, lambda t: (t[0], *_read_gray(t[1], t[2])), tasks, ahead=4 * max(1, workers)
-        )
+        def read(task) -> tuple[str, Any, str | None, list[str]]:
+            if on_device:
+                datas, paths, reason = _read_gray_bytes(task[1], task[2])
+                return task[0], None if reason else (datas, paths, task), reason, []
+            return (task[0], *_read_gray(task[1], task[2]))
+
+        decoded = prefetch(pool, read, tasks, ahead=4 * max(1, workers))
         for video_id, frames, reason, warnings in decoded:
+            if on_device and reason is None:
+                datas, paths, task = frames
+                frames, reason = _decode_gray_on_device(datas, paths, device)
+                if frames is None and reason is None:  # frame sizes differ: the host path
+                    frames, reason, warnings = _read_gray(task[1], task[2])
+                    if frames is not None:
+                        frames = torch.from_numpy(frames).to(device)
             if frames is None:
                 yield VideoResult(video_id, dropped=reason, warnings=warnings)
                 continue
@@ -236,6 +289,7 @@ def compute_flow_shard(
     device: str = "auto",
     batch_size: int = 64,
     kernel: str = "auto",
+    jpeg_decode: str = "auto",
 ) -> dict[str, int]:
     """Compute the flow shard ``output`` for the index rows of shard ``shard``.
 
@@ -261,7 +315,7 @@ def compute_flow_shard(
         results = _opencv_results(tasks, workers)
     else:
         results = _torch_results(
-            tasks, params, settings["bound"], workers, device, batch_size, kernel
+            tasks, params, settings["bound"], workers, device, batch_size, kernel, jpeg_decode
         )
     counts = {"videos": 0, "dropped": 0, "pairs": 0}
     drops = DropReport(FLOW_STAGE, split)

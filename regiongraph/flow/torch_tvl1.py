@@ -468,8 +468,8 @@ def tvl1_flow(
 
 
 def torch_pairs_flow(
-    frames0: np.ndarray,
-    frames1: np.ndarray,
+    frames0: np.ndarray | torch.Tensor,
+    frames1: np.ndarray | torch.Tensor,
     params: TVL1Params,
     device: torch.device | str = "auto",
     kernel: str = "auto",
@@ -483,12 +483,18 @@ def torch_pairs_flow(
     a quarter of the bytes to copy to the host.
     """
     device = resolve_device(device)
-    i0 = torch.from_numpy(np.ascontiguousarray(frames0)).to(device, non_blocking=True)
-    i1 = torch.from_numpy(np.ascontiguousarray(frames1)).to(device, non_blocking=True)
+    i0, i1 = (_on_device(frames, device) for frames in (frames0, frames1))
     flow = tvl1_flow(i0, i1, params, kernel=kernel, iterations=iterations)
     if bound is not None:
         flow = quantize_tensor(flow, bound)
     return flow.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _on_device(frames, device: torch.device) -> torch.Tensor:
+    """uint8 frames, a numpy array or a tensor already decoded on a device, on ``device``."""
+    if isinstance(frames, torch.Tensor):
+        return frames.to(device, non_blocking=True)
+    return torch.from_numpy(np.ascontiguousarray(frames)).to(device, non_blocking=True)
 
 
 @torch.inference_mode()

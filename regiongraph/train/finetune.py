@@ -6,7 +6,7 @@ as for the features (``sample_clip_frames``) with a random temporal offset and a
 and never flipped: Something-Something labels depend on direction ("from left to right").
 
 Checkpoints (``{checkpoint_dir}/epoch-{n}.pt``, :mod:`regiongraph.train.checkpoints`) hold
-everything to resume: model, optimiser, scheduler, gradient scaler, RNG states, epoch, and the
+everything to resume: model, optimiser, scheduler, RNG states, epoch, and the
 run's fingerprint: the input weights' SHA-256, the train videos (ids, labels, frame counts),
 the raw frames' source (the extracted archive parts' SHA-256), the flow shards' content
 digests and every setting that changes the result. A rerun resumes the newest checkpoint of
@@ -34,9 +34,16 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from regiongraph.dataset.frames import jpeg_on_device
 from regiongraph.dataset.index import read_index
 from regiongraph.features.cache import BackboneSettings, load_backbone
-from regiongraph.features.clips import ClipDataset, ClipSettings, to_network_input
+from regiongraph.features.clips import (
+    ClipDataset,
+    ClipSettings,
+    collate_clips,
+    decode_clips,
+    to_network_input,
+)
 from regiongraph.features.weights import load_weights, save_weights
 from regiongraph.gpus import resolve_device
 from regiongraph.io import file_checksum, shard_digest
@@ -120,11 +127,13 @@ def finetune_backbone(
     device: str = "auto",
     on_epoch_end: Callable[[int], None] | None = None,
     manifest_path: str | os.PathLike | None = None,
+    jpeg_decode: str = "auto",
 ) -> dict[str, Any]:
     """Fine-tune, checkpointing every epoch; write the backbone weights to ``weights_out``.
 
     ``manifest_path`` (``raw/manifest.json``) identifies the raw frames the clips are read
-    from, so that a re-extracted archive starts a new run.
+    from, so that a re-extracted archive starts a new run. ``jpeg_decode`` (config
+    ``backbone.jpeg_decode``) says where RGB frames are decoded.
     """
     state, meta = load_weights(weights_in, expect={"arch": backbone.arch, "stream": clip.stream})
     if settings.epochs == 0:
@@ -156,8 +165,9 @@ def finetune_backbone(
         nesterov=True,
     )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs)
-    amp = dev.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    amp = dev.type == "cuda"  # bf16 autocast and channels_last_3d on CUDA: no loss scaling
+    if amp:
+        model = model.to(memory_format=torch.channels_last_3d)
     checkpoint_dir = Path(checkpoint_dir)
     start = 0
     resumed = resume_run(checkpoint_dir, run["record"], what=f"fine-tuning {clip.stream}")
@@ -165,10 +175,11 @@ def finetune_backbone(
         model.load_state_dict(resumed["model"])
         optimizer.load_state_dict(resumed["optimizer"])
         scheduler.load_state_dict(resumed["scheduler"])
-        scaler.load_state_dict(resumed["scaler"])
         set_rng_states(resumed["rng"])
         start = int(resumed["epoch"])
-    dataset = ClipDataset(videos, clip, flow_paths=flow_paths)
+    dataset = ClipDataset(
+        videos, clip, flow_paths=flow_paths, jpeg_on_device=jpeg_on_device(jpeg_decode, dev)
+    )
     history = []
     for epoch in range(start, settings.epochs):
         dataset.set_epoch(epoch)
@@ -178,11 +189,12 @@ def finetune_backbone(
             batch_size=settings.batch_size,
             shuffle=True,
             generator=order,
+            collate_fn=collate_clips,
             num_workers=settings.workers,
             pin_memory=amp,
             drop_last=len(dataset) > settings.batch_size,
         )
-        loss = train_one_epoch(model, loader, optimizer, scaler, clip, dev, amp, epoch, settings)
+        loss = train_one_epoch(model, loader, optimizer, clip, dev, epoch, settings)
         scheduler.step()
         history.append(loss)
         log.info("finetune epoch %d/%d: loss %.4f", epoch + 1, settings.epochs, loss)
@@ -192,7 +204,6 @@ def finetune_backbone(
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
                 "epoch": epoch + 1,
                 "rng": rng_states(),
                 **run,
@@ -211,21 +222,18 @@ def finetune_backbone(
 
 
 def train_one_epoch(
-    model, loader, optimizer, scaler, clip: ClipSettings, dev, amp: bool, epoch: int,
-    settings: FinetuneSettings,
+    model, loader, optimizer, clip: ClipSettings, dev, epoch: int, settings: FinetuneSettings
 ):
     """One epoch of SGD over ``loader``; the mean loss. A loss that is not finite stops the
     run (a diverged backbone must never reach the features)."""
     model.train()
     total, count = 0.0, 0
     for step, batch in enumerate(tqdm(loader, desc=f"finetune epoch {epoch + 1}", unit="batch")):
+        batch = decode_clips(batch, dev)
         keep = torch.tensor([not e for e in batch["error"]])
         if not keep.any():
             continue
-        x = to_network_input(batch["clip"][keep], clip.mean, clip.std, dev)
-        labels = batch["label_index"][keep].to(dev)
-        with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
-            loss = F.cross_entropy(model(x), labels)
+        loss, labels = training_step_loss(model, batch, keep, clip, dev)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"fine-tuning {clip.stream} diverged: the loss is {loss.detach().item()} at epoch "
@@ -233,12 +241,23 @@ def train_one_epoch(
                 f"backbone.finetune.clip_grad_norm ({settings.clip_grad_norm})"
             )
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        loss.backward()
         if settings.clip_grad_norm is not None:
-            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_grad_norm)
-        scaler.step(optimizer)
-        scaler.update()
+        optimizer.step()
         total += loss.item() * len(labels)
         count += len(labels)
     return total / max(count, 1)
+
+
+def training_step_loss(model, batch: dict, keep: torch.Tensor, clip: ClipSettings, dev):
+    """The loss of the kept clips of a batch, and their labels: on CUDA in bf16 autocast with
+    channels_last_3d inputs (bf16 keeps fp32's range, so no loss scaling is needed)."""
+    cuda = dev.type == "cuda"
+    x = to_network_input(batch["clip"][keep.to(batch["clip"].device)], clip.mean, clip.std, dev)
+    if cuda:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    labels = batch["label_index"][keep].to(dev)
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
+        logits = model(x)
+    return F.cross_entropy(logits.float(), labels), labels
