@@ -223,6 +223,8 @@ def main() -> None:
     parser.add_argument("--no-cpu", action="store_true", help="GPU rows only")
     parser.add_argument("--weights", type=Path, help="torchvision COCO weights (default: random)")
     parser.add_argument("--frames-dir", type=Path, help="real frames (*.jpg) instead of synthetic")
+    parser.add_argument("--record", action="store_true",
+                        help="write the GPU stage figure at min size 320 to bench/measured.csv")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -436,6 +438,12 @@ def main() -> None:
             f"| {row['device']} | {row['backend']} | {row['what']} | {row['min_size']} | {row['batch']} | "
             f"{row['precision']} | {row['fps']:.2f} | {ratio}{mark} |"
         )
+    stage = [r for r in rows if (r["device"], r["what"], r["min_size"]) == ("cuda", "stage", 320)]
+    if args.record and stage:
+        from measured import device_name, record  # bench/measured.py, beside this script
+
+        record("detector_frames_per_s", stage[0]["fps"], "frames/s", device_name("cuda"))
+        print(f"\nrecorded detector_frames_per_s = {stage[0]['fps']:.1f} in bench/measured.csv")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,11 @@ end to end is measured against. Prints a markdown table.
     python bench/features.py                      # CPU, demo-size clips (16x112, width 16)
     python bench/features.py --threads 1          # the same with one torch thread
     python bench/features.py --gpu --clips 512    # CUDA: 32x224, batch 8/16/32, workers 8/16
+    python bench/features.py --gpu --record       # ... and the best end-to-end figure into
+                                                  # bench/measured.csv (read by bench/scale.py)
+
+Each end-to-end row says where the JPEGs were decoded (``--jpeg-decode host device``: OpenCV
+in the loader workers, or torchvision.io.decode_jpeg on the device, nvJPEG on a GPU).
 
 Videos are SSv1-sized (100 px high, 30-60 frames) with 10 boxes per box frame.
 """
@@ -79,12 +84,12 @@ def forward_only(model, clips: int, clip: ClipSettings, batch: int, device: torc
 
 
 def end_to_end(root: Path, clips: int, clip: ClipSettings, backbone: BackboneSettings,
-               batch: int, workers: int, device: str) -> float:
+               batch: int, workers: int, device: str, jpeg_decode: str = "host") -> float:
     out = root / f"features-{batch}-{workers}.h5"
     start = time.perf_counter()
     counts = cache_features_shard(
         root / "index.parquet", 0, out, root / "rgb.pt", clip, backbone, root / "boxes.h5",
-        "bench", FeatureJob(device=device, batch_size=batch, workers=workers),
+        "bench", FeatureJob(device=device, batch_size=batch, workers=workers, jpeg_decode=jpeg_decode),
     )
     elapsed = time.perf_counter() - start
     out.unlink()
@@ -99,6 +104,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--batches", type=int, nargs="+", default=None)
     parser.add_argument("--workers", type=int, nargs="+", default=None)
+    parser.add_argument("--jpeg-decode", nargs="+", choices=["host", "device"], default=None,
+                        help="where JPEGs are decoded (default: host on the CPU, both on a GPU)")
+    parser.add_argument("--record", action="store_true", help="write the best end-to-end figure to bench/measured.csv")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -126,16 +134,26 @@ def main() -> None:
             model = model.to(memory_format=torch.channels_last_3d)
         print(f"\n{name}; clip {clip.num_frames}x{clip.crop_size}, width {backbone.width_per_group}, "
               f"{clips} clips, {clip.per_frame} boxes per box frame\n")
-        print("| batch | workers | forward-only clips/s | end-to-end clips/s | end-to-end / forward | peak GPU memory (GiB) |")
-        print("|---:|---:|---:|---:|---:|---:|")
+        decoders = args.jpeg_decode or (["host", "device"] if device.type == "cuda" else ["host"])
+        print("| batch | workers | JPEG decoded on | forward-only clips/s | end-to-end clips/s | end-to-end / forward | peak GPU memory (GiB) |")
+        print("|---:|---:|---|---:|---:|---:|---:|")
+        best = 0.0
         for batch in batches:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             fwd = forward_only(model, clips, clip, batch, device)
             peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
             for w in workers:
-                e2e = end_to_end(root, clips, clip, backbone, batch, w, device.type)
-                print(f"| {batch} | {w} | {fwd:.2f} | {e2e:.2f} | {e2e / fwd:.2f} | {peak:.1f} |", flush=True)
+                for where in decoders:
+                    e2e = end_to_end(root, clips, clip, backbone, batch, w, device.type, where)
+                    best = max(best, e2e)
+                    print(f"| {batch} | {w} | {where} | {fwd:.2f} | {e2e:.2f} | {e2e / fwd:.2f} | {peak:.1f} |", flush=True)
+        if args.record:
+            from measured import device_name, record  # bench/measured.py, beside this script
+
+            figure = "features_clips_per_s" if args.gpu else "features_clips_per_s_demo_size"
+            record(figure, best, "clips/s", device_name(device))
+            print(f"\nrecorded {figure} = {best:.1f} in bench/measured.csv")
 
 
 if __name__ == "__main__":

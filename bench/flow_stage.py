@@ -66,6 +66,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="the rule's threads: decoders and deflaters")
     parser.add_argument("--params", choices=["defaults", "demo"], default="defaults")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--jpeg-decode", nargs="+", choices=["host", "device"], default=None,
+                        help="where the stage decodes frames (default: host on the CPU, both on a GPU)")
+    parser.add_argument("--record", action="store_true", help="write the best stage figure to bench/measured.csv")
     args = parser.parse_args()
     if args.params == "demo":
         import yaml
@@ -105,23 +108,27 @@ def main() -> None:
         ]
         solver_rate = pairs / (time.perf_counter() - start)
 
-        def run_stage(name: str) -> tuple[float, int]:
+        def run_stage(name: str, jpeg_decode: str) -> tuple[float, int]:
             start = time.perf_counter()
             counts = stage.compute_flow_shard(
                 index_path, 0, root / "flow" / f"{name}.h5",
                 backend="torch", tvl1=tvl1, workers=args.workers, device=str(device), batch_size=args.batch_size,
+                jpeg_decode=jpeg_decode,
             )
             return counts["pairs"] / (time.perf_counter() - start), (root / "flow" / f"{name}.h5").stat().st_size
 
-        stage_rate, size = run_stage("stage")
-        # the host side alone: the stage asks for the same batches in the same order
-        replay = iter(results)
-        real_solver = torch_tvl1.torch_pairs_flow
-        torch_tvl1.torch_pairs_flow = lambda *args, **kwargs: next(replay)
-        try:
-            host_rate, _ = run_stage("replay")
-        finally:
-            torch_tvl1.torch_pairs_flow = real_solver
+        decoders = args.jpeg_decode or (["host", "device"] if device.type == "cuda" else ["host"])
+        stage_rates, host_rates = {}, {}
+        for where in decoders:
+            stage_rates[where], size = run_stage(f"stage-{where}", where)
+            # the host side alone: the stage asks for the same batches in the same order
+            replay = iter(results)
+            real_solver = torch_tvl1.torch_pairs_flow
+            torch_tvl1.torch_pairs_flow = lambda *args, _replay=replay, **kwargs: next(_replay)
+            try:
+                host_rates[where], _ = run_stage(f"replay-{where}", where)
+            finally:
+                torch_tvl1.torch_pairs_flow = real_solver
 
     print(f"TV-L1 parameters: {params.to_config()}")
     print(f"{args.videos} videos x {args.frames} frames at 176x100 = {pairs} pairs; batch {args.batch_size}; "
@@ -129,8 +136,15 @@ def main() -> None:
     print("| what | device | pairs/s | x solver alone |")
     print("|---|---|---:|---:|")
     print(f"| solver alone (torch_pairs_flow, quantised on the device) | {name} | {solver_rate:.1f} | 1.00 |")
-    print(f"| flow stage (decode, solve, quantise, deflate, write) | {name} | {stage_rate:.1f} | {stage_rate / solver_rate:.2f} |")
-    print(f"| flow stage, solver replayed (the host side's ceiling) | {os.cpu_count()} cores | {host_rate:.1f} | {host_rate / solver_rate:.2f} |")
+    for where in decoders:
+        rate, host = stage_rates[where], host_rates[where]
+        print(f"| flow stage (decode on the {where}, solve, quantise, deflate, write) | {name} | {rate:.1f} | {rate / solver_rate:.2f} |")
+        print(f"| flow stage, decode on the {where}, solver replayed (the host side's ceiling) | {os.cpu_count()} cores | {host:.1f} | {host / solver_rate:.2f} |")
+    if args.record:
+        from measured import device_name, record  # bench/measured.py, beside this script
+
+        record("flow_stage_pairs_per_s", max(stage_rates.values()), "pairs/s", device_name(device))
+        print(f"\nrecorded flow_stage_pairs_per_s = {max(stage_rates.values()):.1f} in bench/measured.csv")
 
 
 if __name__ == "__main__":

@@ -137,6 +137,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="feature loader processes")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=2, help="best of this many runs of each")
+    parser.add_argument("--record", action="store_true",
+                        help="write videos/s per head of the one pass in memory to bench/measured.csv")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -188,6 +190,12 @@ def main() -> None:
             print(f"| {name} | {seconds:.2f} | {separately / seconds:.2f} | {ceiling / seconds:.0%} |")
         disk.close()
         memory.close()
+        if args.record:
+            from measured import device_name, record  # bench/measured.py, beside this script
+
+            rate = args.videos * len(args.models) / in_memory
+            record("gcn_videos_per_s", rate, "videos/s per head", device_name(device))
+            print(f"\nrecorded gcn_videos_per_s = {rate:.0f} in bench/measured.csv")
 
 
 if __name__ == "__main__":

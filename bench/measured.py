@@ -19,16 +19,18 @@ MEASURED = Path(__file__).with_name("measured.csv")
 COLUMNS = ["figure", "value", "unit", "device", "date", "command"]
 
 
-def read_measured(path: Path = MEASURED) -> dict[tuple[str, str], dict[str, str]]:
+def read_measured(path: Path | None = None) -> dict[tuple[str, str], dict[str, str]]:
     """(figure, device) -> its row."""
+    path = MEASURED if path is None else path
     if not path.exists():
         return {}
     with open(path, newline="") as handle:
         return {(row["figure"], row["device"]): row for row in csv.DictReader(handle)}
 
 
-def record(figure: str, value: float, unit: str, device: str, path: Path = MEASURED) -> None:
+def record(figure: str, value: float, unit: str, device: str, path: Path | None = None) -> None:
     """Replace the row of (figure, device) with this measurement (written atomically)."""
+    path = MEASURED if path is None else path
     rows = read_measured(path)
     rows[(figure, device)] = {
         "figure": figure,
@@ -51,3 +53,11 @@ def best_measured(figure: str, gpu: bool) -> dict[str, str] | None:
     rows = [row for (name, device), row in read_measured().items() if name == figure]
     rows = [row for row in rows if (row["device"] != "cpu") == gpu]
     return max(rows, key=lambda row: row["date"]) if rows else None
+
+
+def device_name(device) -> str:
+    """How measured.csv names a device: ``cpu``, or the GPU's name."""
+    import torch
+
+    device = torch.device(device)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
