@@ -97,10 +97,12 @@ def end_to_end(root: Path, clips: int, clip: ClipSettings, backbone: BackboneSet
     return clips / elapsed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def clip_stage_arguments(doc: str, clips_help: str) -> argparse.Namespace:
+    """The command line of the clip stages' benchmarks (features, fine-tuning), parsed; sets
+    the torch threads and, with ``--gpu``, checks that there is a GPU."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gpu", action="store_true", help="CUDA rows at 32x224 (needs a GPU)")
-    parser.add_argument("--clips", type=int, default=None, help="clips per measurement")
+    parser.add_argument("--clips", type=int, default=None, help=clips_help)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--batches", type=int, nargs="+", default=None)
     parser.add_argument("--workers", type=int, nargs="+", default=None)
@@ -110,9 +112,24 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.gpu and not torch.cuda.is_available():
+        raise SystemExit("--gpu: torch sees no CUDA device")
+    return args
+
+
+def record_best(figure: str, gpu: bool, best: float, device: torch.device) -> None:
+    """``--record``: the best end-to-end clips/s into bench/measured.csv (GPU runs under the
+    figure's name, CPU runs at demo size under ``<figure>_demo_size``)."""
+    from measured import device_name, record  # bench/measured.py, beside this script
+
+    figure = figure if gpu else f"{figure}_demo_size"
+    record(figure, best, "clips/s", device_name(device))
+    print(f"\nrecorded {figure} = {best:.1f} in bench/measured.csv")
+
+
+def main() -> None:
+    args = clip_stage_arguments(__doc__, "clips per measurement")
     if args.gpu:
-        if not torch.cuda.is_available():
-            raise SystemExit("--gpu: torch sees no CUDA device")
         device = torch.device("cuda")
         clip = ClipSettings(num_frames=32, resize_short=256, crop_size=224)
         backbone = BackboneSettings()
@@ -149,11 +166,7 @@ def main() -> None:
                     best = max(best, e2e)
                     print(f"| {batch} | {w} | {where} | {fwd:.2f} | {e2e:.2f} | {e2e / fwd:.2f} | {peak:.1f} |", flush=True)
         if args.record:
-            from measured import device_name, record  # bench/measured.py, beside this script
-
-            figure = "features_clips_per_s" if args.gpu else "features_clips_per_s_demo_size"
-            record(figure, best, "clips/s", device_name(device))
-            print(f"\nrecorded {figure} = {best:.1f} in bench/measured.csv")
+            record_best("features_clips_per_s", args.gpu, best, device)
 
 
 if __name__ == "__main__":

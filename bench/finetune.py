@@ -14,7 +14,6 @@ optimiser on random clips already on the device: the ceiling. Prints a markdown 
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from features import make_shard  # bench/features.py, beside this script
+from features import clip_stage_arguments, make_shard, record_best  # bench/features.py
 
 from regiongraph.features.cache import BackboneSettings
 from regiongraph.features.clips import ClipSettings
@@ -84,21 +83,8 @@ def end_to_end(root: Path, clips: int, clip: ClipSettings, backbone: BackboneSet
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gpu", action="store_true", help="CUDA rows at 32x224 (needs a GPU)")
-    parser.add_argument("--clips", type=int, default=None, help="train videos (one clip each per epoch)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--batches", type=int, nargs="+", default=None)
-    parser.add_argument("--workers", type=int, nargs="+", default=None)
-    parser.add_argument("--jpeg-decode", nargs="+", choices=["host", "device"], default=None,
-                        help="where JPEGs are decoded (default: host on the CPU, both on a GPU)")
-    parser.add_argument("--record", action="store_true", help="write the best end-to-end figure to bench/measured.csv")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = clip_stage_arguments(__doc__, "train videos (one clip each per epoch)")
     if args.gpu:
-        if not torch.cuda.is_available():
-            raise SystemExit("--gpu: torch sees no CUDA device")
         device = torch.device("cuda")
         clip = ClipSettings(num_frames=32, resize_short=256, crop_size=224, training=True)
         backbone = BackboneSettings()
@@ -132,11 +118,7 @@ def main() -> None:
                     best = max(best, e2e)
                     print(f"| {batch} | {w} | {where} | {bare:.2f} | {e2e:.2f} | {e2e / bare:.2f} |", flush=True)
     if args.record:
-        from measured import device_name, record  # bench/measured.py, beside this script
-
-        figure = "finetune_clips_per_s" if args.gpu else "finetune_clips_per_s_demo_size"
-        record(figure, best, "clips/s", device_name(device))
-        print(f"\nrecorded {figure} = {best:.1f} in bench/measured.csv")
+        record_best("finetune_clips_per_s", args.gpu, best, device)
 
 
 if __name__ == "__main__":
