@@ -148,6 +148,22 @@ MUTANTS = [
         "positions = np.arange(num_frames) * (n_frames / num_frames)",
         ("tests/test_sampling.py",),
     ),
+    Mutant(
+        "device_crop_offset",
+        "clips decoded on the device are cropped where the host path crops them",
+        "regiongraph/features/transforms.py",
+        "crop = resized[:, :, g.y0 : g.y0 + g.crop, g.x0 : g.x0 + g.crop]",
+        "crop = resized[:, :, g.y0 : g.y0 + g.crop, : g.crop]",
+        ("tests/test_jpeg_device.py",),
+    ),
+    Mutant(
+        "device_frame_order",
+        "a looped clip repeats its decoded frames in the sampled order",
+        "regiongraph/features/clips.py",
+        'out[b] = distinct[:, batch["jpeg_order"][b].to(distinct.device)]',
+        'out[b] = distinct[:, torch.arange(distinct.shape[1]).repeat(frames)[:frames]]',
+        ("tests/test_jpeg_device.py",),
+    ),
 ]
 
 
