@@ -43,6 +43,7 @@ IMPORT_TO_PACKAGE = {
     "triton": "triton",
     "matplotlib": "matplotlib",
     "detectron2": "detectron2",
+    "av": "av",
 }
 CONDA_TO_PYPI = {"pytorch": "torch", "py-opencv": "opencv"}
 

@@ -37,6 +37,7 @@ TEST_LABEL_DIR = "unlabeled"
 VIDEO_ID = re.compile(r"^[0-9]+$")
 UNKNOWN_LABEL_POLICIES = ("error", "drop")
 LISTED_COLUMNS = ["video_id", "split", "label", "label_index"]
+PLACEHOLDERS = "placeholders"  # SSv2's objects per video: a list of strings
 
 
 class AnnotationError(ValueError):
@@ -121,11 +122,51 @@ def unknown_labels_message(unknown: Counter, where: dict[str, str], labels_file:
     )
 
 
+@dataclass(frozen=True)
+class Listed:
+    """One video as an annotation file lists it (any dataset)."""
+
+    video_id: str
+    split: str
+    label: str | None  # the class text (SSv2: the template without brackets); None for test
+    where: str  # file and line (or entry) for messages
+    placeholders: tuple[str, ...] | None = None  # SSv2: the objects filling the template
+
+
+def read_ssv1_listing(annotations: Path) -> list[Listed]:
+    """Every line of the three SSv1 split CSVs, in file order."""
+    listing = []
+    for split in SPLITS:
+        csv_path = annotations / f"{CSV_PREFIX}-{split}.csv"
+        for video_id, label, number in read_split_csv(csv_path, labeled=split != "test"):
+            listing.append(Listed(video_id, split, label, f"{csv_path.name}:{number}"))
+    return listing
+
+
 def split_videos(
     annotations: str | os.PathLike,
     raw_frames: str | os.PathLike,
     frames_out: str | os.PathLike,
     unknown_labels: str = "error",
+) -> SplitResult:
+    """SSv1: map every video of the CSVs to its label index and link its frame folder into
+    the split layout (:func:`link_split`)."""
+    annotations = Path(annotations)
+    labels_file = annotations / f"{CSV_PREFIX}-labels.csv"
+    labels = read_labels(labels_file)
+    return link_split(
+        read_ssv1_listing(annotations), labels, labels_file, raw_frames, frames_out, unknown_labels
+    )
+
+
+def link_split(
+    listing: list[Listed],
+    labels: list[str],
+    labels_file: str | os.PathLike,
+    raw_frames: str | os.PathLike,
+    frames_out: str | os.PathLike,
+    unknown_labels: str = "error",
+    earlier_drops: dict[str, tuple[str, str]] | None = None,
 ) -> SplitResult:
     """Map every listed video to its label index and link its frame folder into the split layout.
 
@@ -133,52 +174,51 @@ def split_videos(
     (``unknown_labels="error"``, before any link is made), or drops those videos
     (``"drop"``). Ids listed twice (in one split or across splits: the first listing wins) and
     ids without a frame folder are reported in the result's ``dropped`` table, and the run goes
-    on.
+    on; a video an earlier stage left out (``earlier_drops``: id -> (reason, stage), e.g. a
+    webm that does not decode) is reported with that stage's reason.
     """
     if unknown_labels not in UNKNOWN_LABEL_POLICIES:
         raise ValueError(
             f"index.unknown_labels must be one of {UNKNOWN_LABEL_POLICIES}, got {unknown_labels!r}"
         )
-    annotations, raw_frames, frames_out = Path(annotations), Path(raw_frames), Path(frames_out)
-    labels_file = annotations / f"{CSV_PREFIX}-labels.csv"
-    labels = read_labels(labels_file)
+    raw_frames, frames_out = Path(raw_frames), Path(frames_out)
+    earlier_drops = earlier_drops or {}
     label_index = {label: i for i, label in enumerate(labels)}
+    with_placeholders = any(item.placeholders is not None for item in listing)
     kept, dropped, listed = [], [], []
     unknown: Counter = Counter()
     unknown_where: dict[str, str] = {}
     first_seen: dict[str, str] = {}
-    for split in SPLITS:
-        csv_path = annotations / f"{CSV_PREFIX}-{split}.csv"
-        for video_id, label, number in read_split_csv(csv_path, labeled=split != "test"):
-            where = f"{csv_path.name}:{number}"
-            if video_id in first_seen:
-                dropped.append(
-                    (
-                        video_id,
-                        split,
-                        f"duplicate id ({where}); first listed in {first_seen[video_id]}",
-                    )
-                )
-                continue
-            first_seen[video_id] = f"{split} ({where})"
-            if label is not None and label not in label_index:
-                unknown[label] += 1
-                unknown_where.setdefault(label, where)
-                dropped.append((video_id, split, f"unknown label {label!r} ({where})"))
-                continue
-            index = label_index[label] if label is not None else -1
-            listed.append((video_id, split, label or "", index))
-            raw_dir = raw_frames / video_id
-            if not raw_dir.is_dir():
-                dropped.append((video_id, split, f"no frame folder {raw_dir}"))
-                continue
-            kept.append((video_id, split, label or "", index, raw_dir))
+    for item in listing:
+        video_id, split, label, where = item.video_id, item.split, item.label, item.where
+        if video_id in first_seen:
+            reason = f"duplicate id ({where}); first listed in {first_seen[video_id]}"
+            dropped.append((video_id, split, reason, "split"))
+            continue
+        first_seen[video_id] = f"{split} ({where})"
+        if label is not None and label not in label_index:
+            unknown[label] += 1
+            unknown_where.setdefault(label, where)
+            dropped.append((video_id, split, f"unknown label {label!r} ({where})", "split"))
+            continue
+        index = label_index[label] if label is not None else -1
+        extra = (list(item.placeholders or ()),) if with_placeholders else ()
+        listed.append((video_id, split, label or "", index, *extra))
+        raw_dir = raw_frames / video_id
+        if not raw_dir.is_dir():
+            if video_id in earlier_drops:
+                reason, stage = earlier_drops[video_id]
+                dropped.append((video_id, split, reason, stage))
+            else:
+                dropped.append((video_id, split, f"no frame folder {raw_dir}", "split"))
+            continue
+        kept.append((video_id, split, label or "", index, raw_dir, extra))
     if unknown:
-        message = unknown_labels_message(unknown, unknown_where, labels_file)
+        message = unknown_labels_message(unknown, unknown_where, Path(labels_file))
         if unknown_labels == "error":
             raise AnnotationError(message)
         log.warning("index.unknown_labels is drop: %s", message)
-    for video_id, split, reason in dropped:
+    for video_id, split, reason, _stage in dropped:
         log.warning("dropped video %s (%s): %s", video_id, split, reason)
     if frames_out.exists():
         _remove_links(frames_out)
@@ -187,7 +227,7 @@ def split_videos(
         _remove_links(partial)
     rows = []
     made: set[Path] = set()
-    for video_id, split, label, index, raw_dir in kept:
+    for video_id, split, label, index, raw_dir, extra in kept:
         group = frames_out / split / (str(index) if index >= 0 else TEST_LABEL_DIR)
         link_dir = partial / group.relative_to(frames_out)
         if link_dir not in made:
@@ -195,18 +235,19 @@ def split_videos(
             made.add(link_dir)
         # relative links keep working when the results folder is moved or mounted elsewhere
         os.symlink(os.path.relpath(raw_dir, group), link_dir / video_id)
-        rows.append((video_id, split, label, index, str(group / video_id), str(raw_dir)))
+        rows.append((video_id, split, label, index, str(group / video_id), str(raw_dir), *extra))
     partial.mkdir(parents=True, exist_ok=True)
     os.replace(partial, frames_out)
+    extra_columns = [PLACEHOLDERS] if with_placeholders else []
     videos = pd.DataFrame(
-        rows, columns=["video_id", "split", "label", "label_index", "frame_dir", "raw_dir"]
+        rows,
+        columns=[
+            "video_id", "split", "label", "label_index", "frame_dir", "raw_dir", *extra_columns
+        ],
     )
     videos["label_index"] = videos["label_index"].astype("int64")
-    dropped_df = pd.DataFrame(
-        [(v, s, r, "split") for v, s, r in dropped],
-        columns=["video_id", "split", "reason", "stage"],
-    )
-    listed_df = pd.DataFrame(listed, columns=LISTED_COLUMNS)
+    dropped_df = pd.DataFrame(dropped, columns=["video_id", "split", "reason", "stage"])
+    listed_df = pd.DataFrame(listed, columns=[*LISTED_COLUMNS, *extra_columns])
     listed_df["label_index"] = listed_df["label_index"].astype("int64")
     log.info("split: %d videos linked, %d dropped", len(videos), len(dropped_df))
     return SplitResult(videos, dropped_df, labels, listed_df)

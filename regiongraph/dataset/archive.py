@@ -1,21 +1,32 @@
-"""Extracting the split Something-Something v1 archive safely, without a concatenated copy.
+"""Extracting the split Something-Something archives safely, without a concatenated copy.
 
-The download is one tar.gz cut into parts ``20bn-something-something-v1-00``, ``-01``, ...
-(``cat 20bn-something-something-v1-?? | tar zx`` in the official instructions). Here the
-parts are read in name order through one stream into :mod:`tarfile`, so no 20 GB temporary
-concatenation is written, and every member is checked before anything is written:
+Each download is one tar.gz cut into parts:
+
+- SSv1: ``20bn-something-something-v1-00``, ``-01``, ... (``cat 20bn-something-something-v1-??
+  | tar zx`` in the official instructions);
+- SSv2 as Qualcomm serves it: ``20bn-something-something-v2-00.zip`` ... ``-19.zip``, each zip
+  holding the one piece ``20bn-something-something-v2-NN`` (``unzip`` each, then ``cat`` the
+  pieces into ``tar zx``). Unzipped pieces are accepted as well; where a number has both, the
+  zip is read (an unzipped copy may be half written).
+
+Here the pieces are read in number order through one stream into :mod:`tarfile`, a zipped
+piece straight out of its zip (no unzipped copy, no 20 GB concatenation is written), and every
+member is checked before anything is written:
 
 - absolute paths, ``..`` components, links of any kind (neither SSv1 nor SSv2 holds one),
   devices and FIFOs, and members larger than ``max_member_bytes`` are refused with an error
   naming the part and the member;
 - a gap in the part numbering, a first part that is not gzip, and a stream that fails or
-  ends early are reported with the name of the part where it happened.
+  ends early are reported with the name of the part where it happened; a zip that is
+  truncated or not a zip, a zip holding anything but its one piece, and a zip CRC error are
+  reported naming the zip (all zips are checked before anything is extracted).
 
 Frames are extracted into ``{out}.partial`` and renamed to ``{out}`` when the whole archive
 is read, so a failed run never leaves a half-extracted folder that looks complete. Small
 members (frames) are written by a few threads; a large one is streamed to disk in pieces, so
 memory stays bounded whatever the archive holds. A stamp records the parts (names, sizes and
-the SHA-256 of each, computed while reading); rerunning on the same parts is a no-op.
+the SHA-256 of each piece, computed while reading: for a zip, of the piece it holds, so that
+zipped and unzipped parts give the same digests); rerunning on the same parts is a no-op.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ import shutil
 import stat
 import tarfile
 import threading
+import zipfile
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,7 +52,7 @@ from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
-PART_PATTERN = re.compile(r"^(?P<stem>.+)-(?P<number>\d{2,})$")
+PART_PATTERN = re.compile(r"^(?P<stem>.+)-(?P<number>\d{2,})(?P<zip>\.zip)?$")
 STAMP = ".regiongraph-extract.json"
 GZIP_MAGIC = b"\x1f\x8b"
 STREAM_MEMBER_BYTES = 8 << 20  # members larger than this are written in pieces, not buffered
@@ -52,24 +64,96 @@ class ArchiveError(ValueError):
 
 @dataclass(frozen=True)
 class Part:
+    """One piece of the tar.gz: a file, or the one member ``member`` of the zip at ``path``.
+    ``size`` is the piece's size (for a zip, unzipped)."""
+
     path: Path
     number: int
     size: int
+    member: str | None = None
+
+    @property
+    def zipped(self) -> bool:
+        return self.member is not None
+
+    def open(self):
+        """A binary stream of the piece (a zip's member is decompressed as it is read)."""
+        if not self.zipped:
+            return open(self.path, "rb")
+        archive = zipfile.ZipFile(self.path)
+        try:
+            return _ZipMemberStream(archive, archive.open(self.member))
+        except BaseException:
+            archive.close()
+            raise
+
+
+class _ZipMemberStream(io.RawIOBase):
+    """A zip member's stream that closes its zip with it; zip errors name the zip file."""
+
+    def __init__(self, archive: zipfile.ZipFile, member):
+        self.archive, self.member = archive, member
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        try:
+            return self.member.readinto(buffer)
+        except zipfile.BadZipFile as error:  # "Bad CRC-32 for file ...", a damaged header
+            raise ArchiveError(f"{self.archive.filename}: damaged zip ({error})") from error
+
+    def close(self) -> None:
+        self.member.close()
+        self.archive.close()
+        super().close()
+
+
+def _zip_part(path: Path, number: int, stem: str) -> Part:
+    """Check that ``path`` is a readable zip holding only the piece ``{stem}-NN``."""
+    expected = f"{stem}-{number:02d}"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            files = [info for info in archive.infolist() if not info.is_dir()]
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ArchiveError(
+            f"{path}: not a readable zip ({error}): truncated or not the downloaded file? "
+            "Download it again"
+        ) from error
+    names = [info.filename for info in files]
+    if len(files) != 1 or posixpath.basename(names[0]) != expected:
+        raise ArchiveError(
+            f"{path}: holds {names or 'nothing'}, expected the one file {expected}: not a part "
+            "of this archive (or a different download)"
+        )
+    return Part(path, number, files[0].file_size, member=names[0])
 
 
 def find_parts(folder: str | os.PathLike, stem: str = "20bn-something-something-v1") -> list[Part]:
-    """The archive's parts in number order; error on none found or a gap in the numbering."""
+    """The archive's parts in number order; error on none found or a gap in the numbering.
+
+    A part is ``{stem}-NN`` or ``{stem}-NN.zip`` (checked to hold only ``{stem}-NN``); where
+    both exist, the zip is used."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ArchiveError(f"{folder}: archive folder does not exist")
-    parts = []
-    for entry in folder.iterdir():
+    found: dict[int, Path] = {}
+    for entry in sorted(folder.iterdir()):
         match = PART_PATTERN.match(entry.name)
         if match and match["stem"] == stem and entry.is_file():
-            parts.append(Part(entry, int(match["number"]), entry.stat().st_size))
-    if not parts:
-        raise ArchiveError(f"{folder}: no archive parts named {stem}-00, {stem}-01, ...")
-    parts.sort(key=lambda p: p.number)
+            number = int(match["number"])
+            if number not in found or match["zip"]:
+                found[number] = entry
+    if not found:
+        raise ArchiveError(
+            f"{folder}: no archive parts named {stem}-00, {stem}-01, ... (or {stem}-00.zip, ...)"
+        )
+    parts = [
+        _zip_part(path, number, stem)
+        if path.suffix == ".zip"
+        else Part(path, number, path.stat().st_size)
+        for number, path in sorted(found.items())
+    ]
     expected = 0
     for part in parts:
         if part.number != expected:
@@ -102,7 +186,7 @@ class PartsReader(io.RawIOBase):
         if self.current >= len(self.parts):
             self.handle = None
             return False
-        self.handle = open(self.parts[self.current].path, "rb")
+        self.handle = self.parts[self.current].open()
         return True
 
     @property
@@ -321,7 +405,11 @@ def check_member(member: tarfile.TarInfo, max_member_bytes: int | None = None) -
 
 
 def _parts_stamp(parts: list[Part]) -> list[dict]:
-    return [{"name": p.path.name, "bytes": p.size} for p in parts]
+    return [
+        {"name": p.path.name, "bytes": p.size}
+        | ({"zip_bytes": p.path.stat().st_size} if p.zipped else {})
+        for p in parts
+    ]
 
 
 def _stream_member(stream: GunzipReader, target: Path, size: int) -> None:
@@ -340,12 +428,16 @@ class _Extracted:
     videos: set[str] = field(default_factory=set)
     frames: int = 0
     frame_bytes: int = 0
+    video_bytes: int = 0
 
     def add(self, target: Path, size: int) -> None:
-        if target.suffix.lower() == ".jpg":
+        if target.suffix.lower() == ".jpg":  # SSv1: a folder of frames per video
             self.frames += 1
             self.frame_bytes += size
             self.videos.add(target.parent.name)
+        elif target.suffix.lower() == ".webm":  # SSv2: one file per video
+            self.video_bytes += size
+            self.videos.add(target.stem)
 
 
 def extract_archive(
@@ -378,6 +470,10 @@ def extract_archive(
         try:
             extracted = _write_members(stream, reader, partial, writer, max_member_bytes)
             writer.close()
+        except ArchiveError:
+            writer.close(wait=False)
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
         except (tarfile.ReadError, EOFError, zlib.error, OSError) as error:
             writer.close(wait=False)  # no thread may write into the folder being removed
             shutil.rmtree(partial, ignore_errors=True)
@@ -398,13 +494,15 @@ def extract_archive(
         "videos": len(extracted.videos),
         "frames": extracted.frames,
         "frame_bytes": extracted.frame_bytes,
+        "video_bytes": extracted.video_bytes,
     }
     _install(partial, out, parts, manifest)
     log.info(
-        "extracted %d videos, %d frames (%d bytes) into %s",
+        "extracted %d videos, %d frames (%d bytes), %d bytes of video files into %s",
         len(extracted.videos),
         extracted.frames,
         extracted.frame_bytes,
+        extracted.video_bytes,
         out,
     )
     return manifest
@@ -424,9 +522,12 @@ def _recorded_manifest(out: Path, parts: list[Part]) -> dict | None:
 
 
 def _check_gzip_start(first: Part) -> None:
-    with open(first.path, "rb") as handle:
+    with first.open() as handle:
         if handle.read(2) != GZIP_MAGIC:
-            raise ArchiveError(f"{first.path}: not a gzip file (the first part must start a tar.gz)")
+            inside = f" (its {first.member})" if first.zipped else ""
+            raise ArchiveError(
+                f"{first.path}{inside}: not a gzip file (the first part must start a tar.gz)"
+            )
 
 
 def _write_members(

@@ -44,6 +44,7 @@ INDEX_COLUMNS = [
     "frame_dir",
     "shard",
 ]
+EXTRA_COLUMNS = ("placeholders",)  # kept when the split table has them (SSv2)
 
 
 def stable_shard(video_id: str, n_shards: int) -> int:
@@ -138,6 +139,8 @@ def build_index(
     if short_videos not in ("drop", "loop"):
         raise ValueError(f"index.short_videos must be 'drop' or 'loop', got {short_videos!r}")
     checks = check_videos(videos, workers=workers)
+    # SSv2 carries each video's objects (placeholders) through to the index
+    extra = [c for c in EXTRA_COLUMNS if c in videos.columns]
     rows, dropped = [], []
     for (_, video), check in zip(videos.iterrows(), checks, strict=True):
         if check.problem:
@@ -159,11 +162,12 @@ def build_index(
                 check.width,
                 video.frame_dir,
                 shard,
+                *(list(video[c]) for c in extra),
             )
         )
     for video_id, split, reason, _ in dropped:
         log.warning("dropped video %s (%s): %s", video_id, split, reason)
-    table = pd.DataFrame(rows, columns=INDEX_COLUMNS)
+    table = pd.DataFrame(rows, columns=[*INDEX_COLUMNS, *extra])
     for column in ("label_index", "n_frames", "height", "width", "shard"):
         table[column] = table[column].astype("int64")
     splits = {

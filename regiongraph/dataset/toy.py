@@ -1,4 +1,4 @@
-"""A synthetic dataset in the exact Something-Something v1 download format.
+"""A synthetic dataset in the exact Something-Something v1 or v2 download format.
 
 Each class is defined by what objects do over time — moving something left or right, up or
 down, pushing something so it falls, covering something, bringing two things together or
@@ -16,7 +16,21 @@ The output mirrors the real download:
 - ``{annotations}/something-else-boxes.json``: per-frame object boxes in the format of
   Something-Else's ``bounding_box_smthsmth_*.json``.
 
-Generation is deterministic from the seed: the same settings give byte-identical parts.
+or, with :func:`make_toy_ssv2`, the SSv2 download as Qualcomm serves it:
+
+- ``{archives}/20bn-something-something-v2-00.zip``, ...: one tar.gz of
+  ``20bn-something-something-v2/{id}.webm`` (VP9, 12 fps, no audio) cut into pieces of
+  ``part_bytes`` bytes, each zipped alone as ``20bn-something-something-v2-NN`` inside
+  ``20bn-something-something-v2-NN.zip``;
+- ``{annotations}/20bn-something-something-download-package-labels.zip`` holding
+  ``labels/labels.json`` (template -> index as a string; keys in alphabetical order, indices
+  in the class order, so that sorting the keys gives other indices), ``labels/train.json`` and
+  ``labels/validation.json`` (``{id, label, template, placeholders}``, ``[something]`` in the
+  template) and ``labels/test.json`` (ids only);
+- ``{boxes}/bounding_box_smthsmth_part1.json``, ``part2.json``: Something-Else's per-frame boxes,
+  frames numbered ``0001.jpg`` over every frame of the video.
+
+Generation is deterministic from the seed: the same settings give byte-identical SSv1 parts.
 """
 
 from __future__ import annotations
@@ -26,7 +40,9 @@ import io
 import json
 import logging
 import os
+import re
 import tarfile
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +58,11 @@ log = logging.getLogger(__name__)
 ARCHIVE_STEM = "20bn-something-something-v1"
 CSV_PREFIX = "something-something-v1"
 BOXES_FILE = "something-else-boxes.json"
+SSV2_STEM = "20bn-something-something-v2"
+SSV2_LABELS_ZIP = "20bn-something-something-download-package-labels.zip"
+SSV2_BOX_FILES = ("bounding_box_smthsmth_part1.json", "bounding_box_smthsmth_part2.json")
+SSV2_FPS = 12
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so zips are byte-identical across runs
 
 # Label texts in the style of SSv1's (two contain commas, as some real ones do); the toy set
 # uses the first ``classes`` of them.
@@ -380,4 +401,127 @@ def make_toy_dataset(
         "splits": {split: len(lines) for split, lines in rows.items()},
     }
     log.info("toy dataset: %s", summary)
+    return summary
+
+
+def ssv2_template(label: str) -> str:
+    """The SSv2 template of a class text: every ``something`` in brackets."""
+    return re.sub(r"\bsomething\b", "[something]", label)
+
+
+def encode_webm(frames: list[np.ndarray]) -> bytes:
+    """RGB frames as a VP9 WebM at 12 fps (as SSv2's videos are), no audio."""
+    import av
+
+    height, width = frames[0].shape[:2]
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="webm") as container:
+        stream = container.add_stream("libvpx-vp9", rate=SSV2_FPS)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.thread_count = 1
+        # fast, good-enough quality: the toy's objects must stay visible, nothing more
+        stream.options = {"deadline": "realtime", "cpu-used": "8", "crf": "20", "b:v": "0"}
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+def _zip_bytes(path: Path, members: dict[str, bytes]) -> None:
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, data)
+
+
+def _something_else_frames(video: ToyVideo) -> list[dict]:
+    names = [v["name"] for frame in video.boxes for v in frame]
+    placeholders = list(dict.fromkeys(names))
+    return [
+        {
+            "name": f"{video.video_id}/{f + 1:04d}.jpg",
+            "labels": [
+                {
+                    "box2d": dict(zip(("x1", "y1", "x2", "y2"), v["box"], strict=True)),
+                    "category": v["name"],
+                    "standard_category": f"{v['object']:04d}",
+                }
+                for v in frame_boxes
+            ],
+            "gt_placeholders": placeholders,
+            "nr_instances": len(frame_boxes),
+        }
+        for f, frame_boxes in enumerate(video.boxes)
+    ]
+
+
+def make_toy_ssv2(
+    archives: str | os.PathLike,
+    annotations: str | os.PathLike,
+    boxes: str | os.PathLike,
+    settings: ToySettings,
+) -> dict:
+    """Write the synthetic SSv2 download (zipped parts, labels zip, Something-Else boxes)."""
+    archives, annotations, boxes = Path(archives), Path(annotations), Path(boxes)
+    for folder in (archives, annotations, boxes):
+        folder.mkdir(parents=True, exist_ok=True)
+    for stale in archives.glob(f"{SSV2_STEM}-*"):
+        stale.unlink()
+    labels = CLASS_NAMES[: settings.classes]
+    entries: dict[str, list[dict]] = {"train": [], "validation": [], "test": []}
+    box_json: dict[str, list[dict]] = {}
+    writer = PartWriter(archives, SSV2_STEM, settings.part_bytes)
+    n_frames = 0
+    with gzip.GzipFile(fileobj=writer, mode="wb", mtime=0, filename="") as gz:
+        with tarfile.open(fileobj=gz, mode="w|", format=tarfile.GNU_FORMAT) as tar:
+            tar.addfile(*_tar_member(SSV2_STEM, b"", is_dir=True))
+            for video in tqdm(
+                iter_videos(settings), total=settings.videos, desc="toy videos", unit="video"
+            ):
+                # 4:2:0 video has even sizes
+                frames = [f[: f.shape[0] // 2 * 2, : f.shape[1] // 2 * 2] for f in video.frames]
+                webm = encode_webm(frames)
+                tar.addfile(*_tar_member(f"{SSV2_STEM}/{video.video_id}.webm", webm))
+                n_frames += len(frames)
+                if video.split == "test":
+                    entries["test"].append({"id": video.video_id})
+                else:
+                    objects = list(dict.fromkeys(v["name"] for f in video.boxes for v in f))
+                    template = ssv2_template(labels[video.label])
+                    entries[video.split].append(
+                        {
+                            "id": video.video_id,
+                            "label": labels[video.label].lower(),
+                            "template": template,
+                            "placeholders": objects,
+                        }
+                    )
+                box_json[video.video_id] = _something_else_frames(video)
+    writer.close()
+    zips = []
+    for piece in writer.paths:
+        _zip_bytes(piece.with_name(piece.name + ".zip"), {piece.name: piece.read_bytes()})
+        piece.unlink()  # the download holds only the zips
+        zips.append(piece.name + ".zip")
+    class_index = {label: str(i) for i, label in enumerate(labels)}
+    members = {"labels/labels.json": json.dumps(dict(sorted(class_index.items())), indent=1)}
+    for split, items in entries.items():
+        members[f"labels/{split}.json"] = json.dumps(items)
+    _zip_bytes(annotations / SSV2_LABELS_ZIP, members)
+    ids = sorted(box_json)
+    half = (len(ids) + 1) // 2
+    for name, part in zip(SSV2_BOX_FILES, (ids[:half], ids[half:]), strict=True):
+        with atomic_path(boxes / name) as tmp:
+            tmp.write_text(json.dumps({video_id: box_json[video_id] for video_id in part}))
+    summary = {
+        "videos": settings.videos,
+        "frames": n_frames,
+        "classes": settings.classes,
+        "parts": zips,
+        "splits": {split: len(items) for split, items in entries.items()},
+    }
+    log.info("toy SSv2 dataset: %s", summary)
     return summary
