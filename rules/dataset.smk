@@ -1,16 +1,11 @@
-# Stages 1-3: (toy dataset), extract, split, index.
+# Stages 1-3: (toy dataset), extract, (decode: SSv2's videos), split, index.
 
 
 if TOY:
 
     rule toy_dataset:
         output:
-            parts=directory(TOY_ARCHIVES),
-            labels=ANNOTATION_CSVS["labels"],
-            train=ANNOTATION_CSVS["train"],
-            validation=ANNOTATION_CSVS["validation"],
-            test=ANNOTATION_CSVS["test"],
-            boxes=TOY_BOXES,
+            **TOY_OUTPUTS,
         log:
             logs("toy_dataset.log"),
         benchmark:
@@ -22,6 +17,7 @@ if TOY:
             mem_mb=2000,
             runtime=30,
         params:
+            dataset=DATASET,
             settings=config["dataset"]["toy"],
             seed=config["seed"],
         script:
@@ -44,37 +40,93 @@ rule extract:
         mem_mb=2000,
         runtime=600,
     params:
-        raw=results("raw/frames"),
+        raw=EXTRACTED,
+        stem=ARCHIVE_STEM,
         max_member_bytes=config["extract"]["max_member_bytes"],
     script:
         "../scripts/extract.py"
 
 
-rule split:
-    input:
-        **ANNOTATION_CSVS,
-        manifest=results("raw/manifest.json"),
-    output:
-        frames=directory(results("frames")),
-        videos=results("split/videos.parquet"),
-        listed=results("split/listed.parquet"),
-        dropped=results("split/dropped.csv"),
-        labels=results("split/labels.csv"),
-    log:
-        logs("split.log"),
-    benchmark:
-        benchmarks("split.tsv")
-    conda:
-        ENVS["cv"]
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    params:
-        raw_frames=results("raw/frames/20bn-something-something-v1"),
-        unknown_labels=config["index"]["unknown_labels"],
-    script:
-        "../scripts/split.py"
+if SSV2:
+
+    rule decode:
+        input:
+            manifest=results("raw/manifest.json"),
+        output:
+            summary=results("raw/decode.json"),
+            dropped=results("raw/decode-dropped.csv"),
+        log:
+            logs("decode.log"),
+        benchmark:
+            benchmarks("decode.tsv")
+        conda:
+            ENVS["cv"]
+        threads: FRAMES["threads"]
+        resources:
+            mem_mb=4000,
+            runtime=1440,
+        params:
+            videos=os.path.join(EXTRACTED, ARCHIVE_STEM),
+            frames=RAW_FRAMES,
+            short_side=FRAMES["short_side"],
+            jpeg_quality=FRAMES["jpeg_quality"],
+        script:
+            "../scripts/decode.py"
+
+    rule split:
+        input:
+            **SPLIT_INPUTS,
+            manifest=results("raw/manifest.json"),
+        output:
+            frames=directory(results("frames")),
+            videos=results("split/videos.parquet"),
+            listed=results("split/listed.parquet"),
+            dropped=results("split/dropped.csv"),
+            labels=results("split/labels.csv"),
+        log:
+            logs("split.log"),
+        benchmark:
+            benchmarks("split.tsv")
+        conda:
+            ENVS["cv"]
+        threads: 1
+        resources:
+            mem_mb=8000,
+            runtime=60,
+        params:
+            raw_frames=RAW_FRAMES,
+            decode_dropped=results("raw/decode-dropped.csv"),
+            unknown_labels=config["index"]["unknown_labels"],
+        script:
+            "../scripts/split_ssv2.py"
+
+else:
+
+    rule split:
+        input:
+            **SPLIT_INPUTS,
+            manifest=results("raw/manifest.json"),
+        output:
+            frames=directory(results("frames")),
+            videos=results("split/videos.parquet"),
+            listed=results("split/listed.parquet"),
+            dropped=results("split/dropped.csv"),
+            labels=results("split/labels.csv"),
+        log:
+            logs("split.log"),
+        benchmark:
+            benchmarks("split.tsv")
+        conda:
+            ENVS["cv"]
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=60,
+        params:
+            raw_frames=RAW_FRAMES,
+            unknown_labels=config["index"]["unknown_labels"],
+        script:
+            "../scripts/split.py"
 
 
 rule index:

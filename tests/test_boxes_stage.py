@@ -84,7 +84,7 @@ def test_annotations_shard_has_the_documented_format(tmp_path):
         STRIDE,
         box_annotations=notes,
     )
-    assert counts == {"videos": 2, "dropped": 0, "unannotated": 0}
+    assert counts == {"videos": 2, "dropped": 0, "unannotated": 0, "beyond_length": 0}
     expect = {
         "backend": "annotations",
         "per_frame": 3,
@@ -194,7 +194,7 @@ def test_torchvision_stage_batches_across_videos(tmp_path):
     out = tmp_path / "shard-000.h5"
     counts = extract(index, out, settings, NUM_FRAMES, STRIDE, device="cpu"
     )
-    assert counts == {"videos": 2, "dropped": 1, "unannotated": 0}
+    assert counts == {"videos": 2, "dropped": 1, "unannotated": 0, "beyond_length": 0}
     with open_shard(out, "boxes", expect={"backend": "torchvision", "min_size": 48}) as shard:
         settings_recorded = json.loads(shard.attrs["settings"])
         assert settings_recorded["weights_checksum"].startswith("sha256:")

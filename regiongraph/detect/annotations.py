@@ -20,7 +20,9 @@ al., CVPR 2020; the synthetic dataset writes ``something-else-boxes.json`` the s
       ...
     }
 
-Several files (Something-Else ships four parts) are merged; a video in two files is an error.
+Several files (Something-Else ships four parts, ``bounding_box_smthsmth_part{1..4}.json``) are
+merged; a video in two files is an error. Something-Else numbers the frames of the video decoded
+at its own 12 fps from ``0001.jpg``: frame ``n`` is the decode stage's ``{n:05d}.jpg``.
 
 Mapping to the clip's box frames (0-based indices, ``00001.jpg`` is 0):
 
@@ -119,6 +121,10 @@ class BoxAnnotations:
 
     def __contains__(self, video_id: str) -> bool:
         return video_id in self.tracks
+
+    def last_frame(self, video_id: str) -> int:
+        """The last 0-based frame the file annotates for a video (-1 if none)."""
+        return max(self.annotated_frames.get(video_id) or {-1})
 
     def video_boxes(
         self,

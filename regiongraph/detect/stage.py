@@ -152,7 +152,9 @@ def extract_boxes_shard(
     """Write the boxes of every video of shard ``shard`` of ``index_path`` to ``output``.
 
     Returns counts: ``videos`` written, ``dropped`` (corrupt frames), ``unannotated``
-    (annotations backend: videos missing from the file, written without valid boxes).
+    (annotations backend: videos missing from the file, written without valid boxes),
+    ``beyond_length`` (annotations backend: videos whose annotations number frames past the
+    video's last frame; those boxes are ignored).
     """
     rows, split = read_shard(index_path, shard)
     job = _ShardJob(
@@ -199,7 +201,9 @@ class _ShardJob:
     box_frames_per_video: int
     drops: DropReport
     clips: dict = field(default_factory=dict)  # video id -> its sorted box frames
-    counts: dict = field(default_factory=lambda: {"videos": 0, "dropped": 0, "unannotated": 0})
+    counts: dict = field(
+        default_factory=lambda: {"videos": 0, "dropped": 0, "unannotated": 0, "beyond_length": 0}
+    )
 
     @property
     def desc(self) -> str:
@@ -257,6 +261,17 @@ def _annotation_shard(job: _ShardJob, settings, recorded, box_annotations, index
                     "%s: not in the box annotations %s; no valid boxes", row.video_id, paths
                 )
                 job.counts["unannotated"] += 1
+            elif (last := annotations.last_frame(row.video_id)) >= int(row.n_frames):
+                # the file numbers frames the decode did not produce: those frames' boxes are
+                # never asked for (a box frame is always a frame of the video)
+                log.warning(
+                    "%s: the box annotations number frames up to %04d.jpg, the video has %d "
+                    "frames; the boxes beyond its end are ignored",
+                    row.video_id,
+                    last + 1,
+                    row.n_frames,
+                )
+                job.counts["beyond_length"] += 1
             height, width = int(row.height), int(row.width)
             found = annotations.video_boxes(row.video_id, box_frames, height, width, job.per_frame)
             job.write(handle, row.video_id, found, height, width)

@@ -1,6 +1,8 @@
 """Videos left out, with the stage and the reason: per stage, then gathered in one table.
 
-Each stage reports the videos it leaves out in its own output: the split and index stages in
+Each stage reports the videos it leaves out in its own output: the SSv2 decode stage in
+``raw/decode-dropped.csv`` (the split stage names its reason for every listed video it
+concerns, stage ``decode``), the split and index stages in
 ``split/dropped.csv`` and ``index/index-dropped.csv``, the per-shard stages (flow, boxes,
 features) in a ``dropped`` attribute of the shard they write
 (:func:`regiongraph.io.shards.record_shard_drops`). The ``dropped`` rule gathers all of them
@@ -18,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 DROPPED_COLUMNS = ["video_id", "split", "reason", "stage"]
-STAGE_ORDER = ("split", "index", "flow", "boxes", "features")
+STAGE_ORDER = ("decode", "split", "index", "flow", "boxes", "features")
 
 
 def read_dropped(path: str | os.PathLike) -> pd.DataFrame:
