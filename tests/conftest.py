@@ -64,3 +64,14 @@ def tiny_download(tmp_path_factory) -> tuple[Path, Path]:
 def env_no_color(monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
     return os.environ
+
+
+@pytest.fixture(scope="session")
+def tiny_ssv2_download(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(zipped parts folder, labels zip, Something-Else boxes folder) of a tiny synthetic SSv2
+    download, made once."""
+    from regiongraph.dataset.toy import SSV2_LABELS_ZIP, make_toy_ssv2
+
+    root = tmp_path_factory.mktemp("ssv2-download")
+    make_toy_ssv2(root / "archives", root / "annotations", root / "something-else", TINY_TOY)
+    return root / "archives", root / "annotations" / SSV2_LABELS_ZIP, root / "something-else"
