@@ -177,6 +177,8 @@ def decode_videos(
         shutil.rmtree(frames_dir)
     frames_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps(wanted))
+    for partial in frames_dir.glob("*.partial"):  # a killed job's half-written videos
+        shutil.rmtree(partial)
     done = {p.name for p in frames_dir.iterdir() if p.is_dir() and not p.name.endswith(".partial")}
     tasks = [
         (video_id, str(path), str(frames_dir / video_id), settings)
