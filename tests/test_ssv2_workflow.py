@@ -29,7 +29,7 @@ def test_the_synthetic_ssv2_download_runs_to_the_evaluation(tmp_path):
     proc = run_snakemake(tmp_path, SSV2_TINY, "--cores", "2")
     counts = job_counts(proc.stdout + proc.stderr)
     assert counts["toy_dataset"] == counts["extract"] == counts["decode"] == counts["split"] == 1
-    assert "flow_shard" not in counts  # rgb only: the test stays small
+    assert counts["evaluate_model"] == 1 and counts["train_model"] == 1  # joint, rgb only: small
     toy = tmp_path / "resources" / "toy" / "ssv2"
     assert sorted(p.name for p in (toy / "archives").iterdir())[0] == f"{STEM}-00.zip"
     results = tmp_path / "results"
