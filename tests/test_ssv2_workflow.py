@@ -137,3 +137,22 @@ def test_a_box_folder_without_something_else_parts_is_a_config_error(tmp_path):
     )
     assert proc.returncode != 0
     assert "holds no bounding_box_smthsmth_part*.json" in proc.stdout + proc.stderr
+
+
+def test_config_ssv2_yaml_plans_the_whole_run_on_a_download(tiny_ssv2_download, tmp_path):
+    """config/ssv2.yaml with its paths set to a download in the real format: valid, and the
+    DAG has every stage, under results/ssv2/."""
+    import yaml
+
+    from tests.conftest import REPO
+
+    zips, labels, boxes = tiny_ssv2_download
+    config = yaml.safe_load((REPO / "config" / "ssv2.yaml").read_text())
+    config["dataset"].update(archives=str(zips), annotations=str(labels), box_annotations=str(boxes))
+    config["backbone"]["weights"] = None  # no download in a test
+    proc = run_snakemake(tmp_path, config, "-n", "--cores", "16")
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert counts["extract"] == counts["decode"] == counts["split"] == counts["index"] == 1
+    assert counts["boxes_shard"] == counts["flow_shard"] == 512 + 64 + 64
+    assert counts["features_shard"] == 2 * 640 and counts["evaluate_model"] == 4
+    assert "results/ssv2/index/train.parquet" in proc.stdout + proc.stderr
