@@ -105,7 +105,7 @@ def main() -> None:
           f"median of {args.repeats}")
     print(f"| {'decoder':<46} | frames/s per core | vs ffmpeg |")
     print(f"|{'-' * 48}|-------------------|-----------|")
-    rows = [("ours: PyAV decode + OpenCV JPEG (quality %d)" % args.quality, "ours"),
+    rows = [(f"ours: PyAV decode + OpenCV JPEG (quality {args.quality})", "ours"),
             ("ffmpeg -threads 1 ... -q:v 2 %05d.jpg", "ffmpeg")]
     for label, name in rows:
         print(f"| {label:<46} | {rate[name]:17.0f} | {rate[name] / rate['ffmpeg']:8.2f}x |")

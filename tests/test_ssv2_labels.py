@@ -16,7 +16,7 @@ from regiongraph.dataset.archive import extract_archive
 from regiongraph.dataset.index import build_index
 from regiongraph.dataset.ssv2 import split_ssv2, template_class
 from regiongraph.dataset.toy import CLASS_NAMES
-from regiongraph.dataset.video import DecodeSettings, decode_videos, dropped_table
+from regiongraph.dataset.video import DecodeSettings, decode_videos
 
 STEM = "20bn-something-something-v2"
 
