@@ -44,6 +44,7 @@ import re
 import tarfile
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -327,11 +328,48 @@ def _tar_member(
     return info, io.BytesIO(data)
 
 
+@contextmanager
+def split_tar_gz(folder: Path, stem: str, part_bytes: int):
+    """A tar stream, gzip-compressed and cut into ``{stem}-00``, ``-01``, ... in ``folder``
+    (stale parts removed first), whose first member is the folder ``stem``; yields the tar and
+    the part writer (its ``paths`` are complete once the block ends)."""
+    for stale in folder.glob(f"{stem}-*"):
+        stale.unlink()
+    writer = PartWriter(folder, stem, part_bytes)
+    with gzip.GzipFile(fileobj=writer, mode="wb", mtime=0, filename="") as gz:
+        with tarfile.open(fileobj=gz, mode="w|", format=tarfile.GNU_FORMAT) as tar:
+            tar.addfile(*_tar_member(stem, b"", is_dir=True))
+            yield tar, writer
+    writer.close()
+
+
 def iter_videos(settings: ToySettings) -> Iterator[ToyVideo]:
     for i, (vid, label, split, n, width) in enumerate(plan_videos(settings)):
         rng = np.random.default_rng([settings.seed, i])
         frames, boxes = render_video(label, n, settings.height, width, rng)
         yield ToyVideo(vid, label, split, frames, boxes)
+
+
+def something_else_frames(video: ToyVideo) -> list[dict]:
+    """A video's boxes as Something-Else writes them: one entry per frame, ``0001.jpg`` first."""
+    names = [v["name"] for frame in video.boxes for v in frame]
+    placeholders = list(dict.fromkeys(names))
+    return [
+        {
+            "name": f"{video.video_id}/{f + 1:04d}.jpg",
+            "labels": [
+                {
+                    "box2d": dict(zip(("x1", "y1", "x2", "y2"), v["box"], strict=True)),
+                    "category": v["name"],
+                    "standard_category": f"{v['object']:04d}",
+                }
+                for v in frame_boxes
+            ],
+            "gt_placeholders": placeholders,
+            "nr_instances": len(frame_boxes),
+        }
+        for f, frame_boxes in enumerate(video.boxes)
+    ]
 
 
 def make_toy_dataset(
@@ -341,50 +379,30 @@ def make_toy_dataset(
     archives, annotations = Path(archives), Path(annotations)
     archives.mkdir(parents=True, exist_ok=True)
     annotations.mkdir(parents=True, exist_ok=True)
-    for stale in archives.glob(f"{ARCHIVE_STEM}-*"):
-        stale.unlink()
     labels = CLASS_NAMES[: settings.classes]
     rows: dict[str, list[str]] = {"train": [], "validation": [], "test": []}
     boxes_json: dict[str, list[dict]] = {}
     encode = [int(cv2.IMWRITE_JPEG_QUALITY), settings.jpeg_quality]
-    writer = PartWriter(archives, ARCHIVE_STEM, settings.part_bytes)
     n_frames = 0
-    with gzip.GzipFile(fileobj=writer, mode="wb", mtime=0, filename="") as gz:
-        with tarfile.open(fileobj=gz, mode="w|", format=tarfile.GNU_FORMAT) as tar:
-            tar.addfile(*_tar_member(ARCHIVE_STEM, b"", is_dir=True))
-            for video in tqdm(
-                iter_videos(settings), total=settings.videos, desc="toy videos", unit="video"
-            ):
-                folder = f"{ARCHIVE_STEM}/{video.video_id}"
-                tar.addfile(*_tar_member(folder, b"", is_dir=True))
-                for f, frame in enumerate(video.frames):
-                    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), encode)
-                    if not ok:
-                        raise RuntimeError(
-                            f"could not encode frame {f} of toy video {video.video_id}"
-                        )
-                    tar.addfile(*_tar_member(f"{folder}/{f + 1:05d}.jpg", jpeg.tobytes()))
-                n_frames += len(video.frames)
-                text = labels[video.label]
-                rows[video.split].append(
-                    video.video_id if video.split == "test" else f"{video.video_id};{text}"
-                )
-                boxes_json[video.video_id] = [
-                    {
-                        "name": f"{video.video_id}/{f + 1:04d}.jpg",
-                        "labels": [
-                            {
-                                "box2d": dict(zip(("x1", "y1", "x2", "y2"), v["box"], strict=True)),
-                                "category": v["name"],
-                                "standard_category": f"{v['object']:04d}",
-                            }
-                            for v in frame_boxes
-                        ],
-                        "nr_instances": len(frame_boxes),
-                    }
-                    for f, frame_boxes in enumerate(video.boxes)
-                ]
-    writer.close()
+    with split_tar_gz(archives, ARCHIVE_STEM, settings.part_bytes) as (tar, writer):
+        for video in tqdm(
+            iter_videos(settings), total=settings.videos, desc="toy videos", unit="video"
+        ):
+            folder = f"{ARCHIVE_STEM}/{video.video_id}"
+            tar.addfile(*_tar_member(folder, b"", is_dir=True))
+            for f, frame in enumerate(video.frames):
+                ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), encode)
+                if not ok:
+                    raise RuntimeError(
+                        f"could not encode frame {f} of toy video {video.video_id}"
+                    )
+                tar.addfile(*_tar_member(f"{folder}/{f + 1:05d}.jpg", jpeg.tobytes()))
+            n_frames += len(video.frames)
+            text = labels[video.label]
+            rows[video.split].append(
+                video.video_id if video.split == "test" else f"{video.video_id};{text}"
+            )
+            boxes_json[video.video_id] = something_else_frames(video)
     with atomic_path(annotations / f"{CSV_PREFIX}-labels.csv") as tmp:
         tmp.write_text("".join(f"{label}\n" for label in labels))
     for split, lines in rows.items():
@@ -437,27 +455,6 @@ def _zip_bytes(path: Path, members: dict[str, bytes]) -> None:
             archive.writestr(info, data)
 
 
-def _something_else_frames(video: ToyVideo) -> list[dict]:
-    names = [v["name"] for frame in video.boxes for v in frame]
-    placeholders = list(dict.fromkeys(names))
-    return [
-        {
-            "name": f"{video.video_id}/{f + 1:04d}.jpg",
-            "labels": [
-                {
-                    "box2d": dict(zip(("x1", "y1", "x2", "y2"), v["box"], strict=True)),
-                    "category": v["name"],
-                    "standard_category": f"{v['object']:04d}",
-                }
-                for v in frame_boxes
-            ],
-            "gt_placeholders": placeholders,
-            "nr_instances": len(frame_boxes),
-        }
-        for f, frame_boxes in enumerate(video.boxes)
-    ]
-
-
 def make_toy_ssv2(
     archives: str | os.PathLike,
     annotations: str | os.PathLike,
@@ -468,39 +465,33 @@ def make_toy_ssv2(
     archives, annotations, boxes = Path(archives), Path(annotations), Path(boxes)
     for folder in (archives, annotations, boxes):
         folder.mkdir(parents=True, exist_ok=True)
-    for stale in archives.glob(f"{SSV2_STEM}-*"):
-        stale.unlink()
     labels = CLASS_NAMES[: settings.classes]
     entries: dict[str, list[dict]] = {"train": [], "validation": [], "test": []}
     box_json: dict[str, list[dict]] = {}
-    writer = PartWriter(archives, SSV2_STEM, settings.part_bytes)
     n_frames = 0
-    with gzip.GzipFile(fileobj=writer, mode="wb", mtime=0, filename="") as gz:
-        with tarfile.open(fileobj=gz, mode="w|", format=tarfile.GNU_FORMAT) as tar:
-            tar.addfile(*_tar_member(SSV2_STEM, b"", is_dir=True))
-            for video in tqdm(
-                iter_videos(settings), total=settings.videos, desc="toy videos", unit="video"
-            ):
-                # 4:2:0 video has even sizes
-                frames = [f[: f.shape[0] // 2 * 2, : f.shape[1] // 2 * 2] for f in video.frames]
-                webm = encode_webm(frames)
-                tar.addfile(*_tar_member(f"{SSV2_STEM}/{video.video_id}.webm", webm))
-                n_frames += len(frames)
-                if video.split == "test":
-                    entries["test"].append({"id": video.video_id})
-                else:
-                    objects = list(dict.fromkeys(v["name"] for f in video.boxes for v in f))
-                    template = ssv2_template(labels[video.label])
-                    entries[video.split].append(
-                        {
-                            "id": video.video_id,
-                            "label": labels[video.label].lower(),
-                            "template": template,
-                            "placeholders": objects,
-                        }
-                    )
-                box_json[video.video_id] = _something_else_frames(video)
-    writer.close()
+    with split_tar_gz(archives, SSV2_STEM, settings.part_bytes) as (tar, writer):
+        for video in tqdm(
+            iter_videos(settings), total=settings.videos, desc="toy videos", unit="video"
+        ):
+            # 4:2:0 video has even sizes
+            frames = [f[: f.shape[0] // 2 * 2, : f.shape[1] // 2 * 2] for f in video.frames]
+            webm = encode_webm(frames)
+            tar.addfile(*_tar_member(f"{SSV2_STEM}/{video.video_id}.webm", webm))
+            n_frames += len(frames)
+            if video.split == "test":
+                entries["test"].append({"id": video.video_id})
+            else:
+                objects = list(dict.fromkeys(v["name"] for f in video.boxes for v in f))
+                template = ssv2_template(labels[video.label])
+                entries[video.split].append(
+                    {
+                        "id": video.video_id,
+                        "label": labels[video.label].lower(),
+                        "template": template,
+                        "placeholders": objects,
+                    }
+                )
+            box_json[video.video_id] = something_else_frames(video)
     zips = []
     for piece in writer.paths:
         _zip_bytes(piece.with_name(piece.name + ".zip"), {piece.name: piece.read_bytes()})
