@@ -1,10 +1,38 @@
 # Stage 5: object boxes on the box frames of each clip, one job per shard.
 
 
+if BOXES_SHARDED:
+
+    rule box_annotations:
+        input:
+            parts=BOX_ANNOTATION_FILES,
+            train=results("index/train.parquet"),
+            validation=results("index/validation.parquet"),
+            test=results("index/test.parquet"),
+        output:
+            classes=BOX_CLASSES,
+            fragments=BOX_FRAGMENTS,
+        log:
+            logs("boxes/annotations.log"),
+        benchmark:
+            benchmarks("boxes/annotations.tsv")
+        conda:
+            ENVS["cv"]
+        threads: 1
+        resources:
+            mem_mb=32000,
+            runtime=120,
+        params:
+            folder=BOX_FRAGMENTS_DIR,
+            shards=config["shards"],
+        script:
+            "../scripts/box_annotations.py"
+
+
 rule boxes_shard:
     input:
+        unpack(boxes_shard_inputs),
         index=results("index/{split}.parquet"),
-        extra=BOXES_INPUTS,
     output:
         BOX_SHARDS,
     log:

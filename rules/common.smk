@@ -273,6 +273,33 @@ if not BOXES_DETECTOR and not BOX_ANNOTATION_FILES:
 # The annotation file, or the detector's local weights file: reruns when either changes.
 BOXES_INPUTS = local_file(BOXES["weights"]) if BOXES_DETECTOR else BOX_ANNOTATION_FILES
 BOX_SHARDS = results("boxes/{split}/shard-{k}.h5")
+# SSv2 with Something-Else's part files (several GB of JSON): the box_annotations rule reads
+# them once and cuts them into one small file per shard and part (the names of
+# regiongraph.detect.annotations.shard_fragment), so that no boxes job parses them whole.
+BOXES_SHARDED = SSV2 and not BOXES_DETECTOR
+BOX_FRAGMENTS_DIR = results("boxes/annotations")
+BOX_CLASSES = os.path.join(BOX_FRAGMENTS_DIR, "classes.json")
+BOX_FRAGMENT = os.path.join(BOX_FRAGMENTS_DIR, "{split}", "shard-{k}.part{part}.json")
+BOX_FRAGMENTS = [
+    path
+    for part in range(len(BOX_ANNOTATION_FILES))
+    for path in shard_paths(BOX_FRAGMENT, part=part)
+]
+
+
+def boxes_shard_inputs(wildcards):
+    """What a boxes job reads beside the index: the annotation files (or its shard's cut of
+    them and the class list), or the detector's local weights."""
+    if not BOXES_SHARDED:
+        return {"extra": BOXES_INPUTS}
+    return {
+        "extra": [
+            BOX_FRAGMENT.format(split=wildcards.split, k=wildcards.k, part=part)
+            for part in range(len(BOX_ANNOTATION_FILES))
+        ],
+        "classes": BOX_CLASSES,
+    }
+
 
 # --- backbone: weights, fine-tuning, features (rules/backbone.smk) ------------------------------
 BACKBONE = config["backbone"]

@@ -19,5 +19,6 @@ counts = extract_boxes_shard(
     device=params.device,
     weights_cache=params.weights_cache,
     box_annotations=None if detector else list(snakemake.input.extra),
+    box_classes=snakemake.input.get("classes"),
 )
 log.info("boxes %s shard %s: %s", snakemake.wildcards.split, snakemake.wildcards.k, counts)

@@ -99,3 +99,32 @@ def test_videos_without_annotations_and_frames_past_the_end_are_counted(tiny_ssv
     with open_shard(tmp_path / "shard-000.h5", "boxes") as shard:
         assert not shard[missing_id]["mask"][()].any()
         assert shard[long_id]["mask"][()].any()
+
+
+def test_the_parts_cut_per_shard_give_the_same_boxes_and_class_ids(tiny_ssv2_download, indexed, tmp_path):
+    from regiongraph.detect.annotations import BoxAnnotations, shard_box_annotations, shard_fragment
+
+    _, _, boxes_dir = tiny_ssv2_download
+    index_path, rows = indexed
+    parts = [boxes_dir / name for name in SSV2_BOX_FILES]
+    # two shards of the validation split, by the video's position
+    owners = {video_id: ("validation", i % 2) for i, video_id in enumerate(rows.video_id)}
+    counts = shard_box_annotations(parts, owners, {"validation": 2}, tmp_path / "cut")
+    assert counts == {"annotated": 24, "in_index": len(rows), "unannotated": 0}
+    classes = json.loads((tmp_path / "cut" / "classes.json").read_text())
+    whole = BoxAnnotations.load(parts)
+    assert classes == whole.class_names
+    for k in (0, 1):
+        fragments = [shard_fragment(tmp_path / "cut", "validation", k, p) for p in range(2)]
+        held = set().union(*(json.loads(f.read_text()) for f in fragments))
+        assert held == {v for v, (_, shard) in owners.items() if shard == k}
+        cut = BoxAnnotations.load(fragments, class_names=classes)
+        for video_id in held:
+            a = cut.video_boxes(video_id, [0, 1, 2, 3], 40, 64, 4)
+            b = whole.video_boxes(video_id, [0, 1, 2, 3], 40, 64, 4)
+            np.testing.assert_array_equal(a.boxes, b.boxes)
+            np.testing.assert_array_equal(a.classes, b.classes)
+    twice = tmp_path / "twice.json"
+    twice.write_text(json.dumps({rows.video_id.iloc[0]: []}))
+    with pytest.raises(ValueError, match=f"twice.json: video '{rows.video_id.iloc[0]}' is also in"):
+        shard_box_annotations([*parts, twice], owners, {"validation": 2}, tmp_path / "cut2")

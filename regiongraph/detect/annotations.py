@@ -80,8 +80,10 @@ class BoxAnnotations:
         cls,
         paths: str | os.PathLike | Sequence[str | os.PathLike],
         video_ids: Iterable[str] | None = None,
+        class_names: list[str] | None = None,
     ) -> BoxAnnotations:
-        """Read the file(s); keep only ``video_ids`` when given (class ids use the whole file)."""
+        """Read the file(s); keep only ``video_ids`` when given (class ids use the whole file,
+        or ``class_names`` when given: those of every file a shard's subset was cut from)."""
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         wanted = None if video_ids is None else set(map(str, video_ids))
@@ -90,14 +92,7 @@ class BoxAnnotations:
         seen_in: dict[str, Path] = {}
         categories: set[str] = set()
         for path in map(Path, paths):
-            if not path.exists():
-                raise FileNotFoundError(f"{path}: box annotation file does not exist")
-            try:
-                data = json.loads(path.read_text())
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}: not valid JSON ({error})") from error
-            if not isinstance(data, dict):
-                raise ValueError(f"{path}: expected an object mapping video ids to frame lists")
+            data = read_json_object(path)
             for video_id, entries in data.items():
                 video_id = str(video_id)
                 if video_id in seen_in:
@@ -117,6 +112,11 @@ class BoxAnnotations:
                         counts[category] = occurrence + 1
                         video_tracks.setdefault((category, occurrence), {})[frame] = box
                 tracks[video_id] = video_tracks
+        if class_names is not None:
+            unknown = sorted(categories - set(class_names))
+            if unknown:
+                raise ValueError(f"{paths}: standard categories {unknown[:5]} are not in the class list")
+            return cls(tracks, annotated, list(class_names))
         return cls(tracks, annotated, sorted(categories))
 
     def __contains__(self, video_id: str) -> bool:
@@ -208,3 +208,73 @@ def _parse_video(path: Path, video_id: str, entries) -> dict[int, list[tuple[str
             labels.append((category, (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2))))
         frames[frame] = labels
     return frames
+
+
+def read_json_object(path: Path) -> dict:
+    """A box annotation file's top-level object, or an error naming the file."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: box annotation file does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected an object mapping video ids to frame lists")
+    return data
+
+
+def shard_fragment(out_dir: str | os.PathLike, split: str, shard: int, part: int) -> Path:
+    """Where :func:`shard_box_annotations` writes part ``part``'s videos of one shard."""
+    return Path(out_dir) / split / f"shard-{shard:03d}.part{part}.json"
+
+
+def shard_box_annotations(
+    parts: Sequence[str | os.PathLike],
+    owners: dict[str, tuple[str, int]],
+    shards: dict[str, int],
+    out_dir: str | os.PathLike,
+) -> dict[str, int]:
+    """Cut Something-Else's part files into one small file per shard and part, read once.
+
+    The four ``bounding_box_smthsmth_part*.json`` hold the boxes of 180,049 videos (several GB
+    of JSON): every boxes job reading all of them would parse them once per shard. Here each
+    part is parsed once (one at a time, so memory stays at one part), every video is checked
+    as :meth:`BoxAnnotations.load` checks it, and the videos of the index (``owners``: video id
+    -> (split, shard)) are written to :func:`shard_fragment` files, in the same format; the
+    sorted standard categories of every part go to ``classes.json``, so that class ids are the
+    same in every shard. Returns counts: videos annotated, of them in the index, index videos
+    without annotations.
+    """
+    from regiongraph.io import atomic_path
+
+    out_dir = Path(out_dir)
+    categories: set[str] = set()
+    seen_in: dict[str, Path] = {}
+    for number, path in enumerate(map(Path, parts)):
+        data = read_json_object(path)
+        buckets: dict[tuple[str, int], dict] = {
+            (split, k): {} for split, n in shards.items() for k in range(n)
+        }
+        for video_id, entries in data.items():
+            video_id = str(video_id)
+            if video_id in seen_in:
+                raise ValueError(f"{path}: video {video_id!r} is also in {seen_in[video_id]}")
+            seen_in[video_id] = path
+            for frame_labels in _parse_video(path, video_id, entries).values():
+                categories.update(category for category, _ in frame_labels)
+            if video_id in owners:
+                buckets[owners[video_id]][video_id] = entries
+        del data
+        for (split, k), videos in buckets.items():
+            target = shard_fragment(out_dir, split, k, number)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(target) as tmp:
+                tmp.write_text(json.dumps(videos))
+    with atomic_path(out_dir / "classes.json") as tmp:
+        tmp.write_text(json.dumps(sorted(categories)))
+    annotated = set(seen_in)
+    return {
+        "annotated": len(annotated),
+        "in_index": len(annotated & set(owners)),
+        "unannotated": len(set(owners) - annotated),
+    }

@@ -13,6 +13,7 @@ videos (``batch_size`` frames per forward pass), so that a GPU is not left waiti
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterable
@@ -148,13 +149,16 @@ def extract_boxes_shard(
     device: str,
     weights_cache: str | os.PathLike,
     box_annotations: str | os.PathLike | list | None = None,
+    box_classes: str | os.PathLike | None = None,
 ) -> dict[str, int]:
     """Write the boxes of every video of shard ``shard`` of ``index_path`` to ``output``.
 
     Returns counts: ``videos`` written, ``dropped`` (corrupt frames), ``unannotated``
     (annotations backend: videos missing from the file, written without valid boxes),
     ``beyond_length`` (annotations backend: videos whose annotations number frames past the
-    video's last frame; those boxes are ignored).
+    video's last frame; those boxes are ignored). ``box_classes``: the class list (JSON) of
+    :func:`regiongraph.detect.annotations.shard_box_annotations` when ``box_annotations`` are
+    its per-shard files.
     """
     rows, split = read_shard(index_path, shard)
     job = _ShardJob(
@@ -185,7 +189,9 @@ def extract_boxes_shard(
     }
     del recorded["batch_size"], recorded["decode_threads"]
     if settings.backend == "annotations":
-        return _annotation_shard(job, settings, recorded, box_annotations, index_path)
+        return _annotation_shard(
+            job, settings, recorded, box_annotations, index_path, box_classes
+        )
     return _detector_shard(job, settings, recorded, device, weights_cache, index_path)
 
 
@@ -218,7 +224,9 @@ class _ShardJob:
         self.counts["videos"] += 1
 
 
-def _annotation_shard(job: _ShardJob, settings, recorded, box_annotations, index_path) -> dict:
+def _annotation_shard(
+    job: _ShardJob, settings, recorded, box_annotations, index_path, box_classes=None
+) -> dict:
     """Annotations backend: boxes from the JSON; frames are only checked, never decoded."""
     from regiongraph.detect.annotations import BoxAnnotations
 
@@ -228,7 +236,8 @@ def _annotation_shard(job: _ShardJob, settings, recorded, box_annotations, index
             "(dataset.box_annotations)"
         )
     paths = box_annotations if isinstance(box_annotations, list) else [box_annotations]
-    annotations = BoxAnnotations.load(paths, video_ids=list(job.clips))
+    class_names = json.loads(Path(box_classes).read_text()) if box_classes else None
+    annotations = BoxAnnotations.load(paths, video_ids=list(job.clips), class_names=class_names)
     for key in (
         "arch",
         "detectron2_config",

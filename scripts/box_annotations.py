@@ -1,0 +1,19 @@
+"""Rule box_annotations: Something-Else's part files cut once into one small file per shard
+and part (regiongraph.detect.annotations.shard_box_annotations)."""
+
+from regiongraph.dataset.index import read_index
+from regiongraph.detect.annotations import shard_box_annotations
+from regiongraph.jobs import start_job
+
+log = start_job(snakemake.log[0])
+owners = {
+    video_id: (split, int(shard))
+    for split in ("train", "validation", "test")
+    for video_id, shard in read_index(snakemake.input[split])[["video_id", "shard"]].itertuples(
+        index=False
+    )
+}
+counts = shard_box_annotations(
+    snakemake.input.parts, owners, dict(snakemake.params.shards), snakemake.params.folder
+)
+log.info("box annotations: %s", counts)
