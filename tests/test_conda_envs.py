@@ -161,7 +161,8 @@ def rules_under(section: str | None = None, backend: str | None = None) -> dict[
     configfiles = []
     if section:
         path = Path(tempfile.mkdtemp()) / f"{section}-{backend}.yaml"
-        path.write_text(yaml.safe_dump({section: {"backend": backend}}))
+        key = "name" if section == "dataset" else "backend"  # dataset.name: ssv2's own rules
+        path.write_text(yaml.safe_dump({section: {key: backend}}))
         configfiles.append(path)
     return load_rules(REPO, configfiles)
 
@@ -180,7 +181,7 @@ def test_every_rule_that_runs_code_has_a_parsing_env():
         assert REPO.resolve() in env["editable"], f"{rule.conda_env.name} lacks '-e ..'"
 
 
-VARIANTS = [(None, None), *BACKENDS]
+VARIANTS = [(None, None), *BACKENDS, ("dataset", "ssv2")]
 
 
 @pytest.mark.parametrize(("section", "backend"), VARIANTS, ids=[f"{s}-{b}" for s, b in VARIANTS])
@@ -192,7 +193,7 @@ def test_env_provides_every_module_the_rule_imports(section, backend):
             continue  # target rules; no rule here runs shell commands
         always, lazily, files = code_closure(rule.script)
         needed = always | (lazily - BACKEND_ONLY)
-        if section and BACKENDS[(section, backend)][0] == rule.name:
+        if (section, backend) in BACKENDS and BACKENDS[(section, backend)][0] == rule.name:
             needed |= BACKENDS[(section, backend)][1]
         if any("parquet" in path.read_text() for path in files):
             needed.add("pyarrow")  # pandas' parquet engine, never imported by name
