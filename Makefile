@@ -42,6 +42,7 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python bench/extract.py
+	$(BIN)/python bench/decode.py
 
 # drawn into build/ first: a failed draw (no Graphviz) leaves the committed picture as it was
 dag: setup

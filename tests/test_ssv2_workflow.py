@@ -156,3 +156,33 @@ def test_config_ssv2_yaml_plans_the_whole_run_on_a_download(tiny_ssv2_download, 
     assert counts["boxes_shard"] == counts["flow_shard"] == 512 + 64 + 64
     assert counts["features_shard"] == 2 * 640 and counts["evaluate_model"] == 4
     assert "results/ssv2/index/train.parquet" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("source", ["toy", "archives"])
+def test_ssv2_rules_write_only_under_results_ssv2_or_the_toy_folder(tiny_ssv2_download, tmp_path, source):
+    import yaml
+
+    from tests.workflow_rules import load_rules
+
+    zips, labels, boxes = tiny_ssv2_download
+    config = {"dataset": {"name": "ssv2", "source": source}}
+    if source == "archives":
+        data = tmp_path / "data"
+        shutil.copytree(zips, data / "archives")
+        shutil.copy(labels, data / labels.name)
+        shutil.copytree(boxes, data / "something-else")
+        config["dataset"].update(
+            archives=str(data / "archives"), annotations=str(data / labels.name),
+            box_annotations=str(data / "something-else"),
+        )
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    rules = load_rules(tmp_path, [configfile])
+    assert {"decode", "box_annotations", "split", "extract"} <= set(rules)
+    for name, rule in rules.items():
+        for out in rule.outputs:
+            path = (tmp_path / out).resolve()
+            if name == "toy_dataset":
+                assert path.is_relative_to((tmp_path / "resources" / "toy" / "ssv2").resolve()), out
+            else:
+                assert path.is_relative_to((tmp_path / "results" / "ssv2").resolve()), (name, out)
