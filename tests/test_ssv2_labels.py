@@ -227,3 +227,12 @@ def test_an_id_that_is_not_a_number_is_refused(tiny_ssv2_download, decoded, tmp_
     path = _write_zip(tmp_path / "l.zip", {f"labels/{n}.json": d for n, d in files.items()})
     with pytest.raises(AnnotationError, match=r"labels/test.json entry \d+: video id '../../etc' is not a number"):
         split_ssv2(path, decoded, tmp_path / "frames")
+
+
+def test_only_an_ssv1_run_is_compared_with_the_papers_ssv1_figure():
+    from regiongraph.train.metrics import paper_comparison
+
+    assert paper_comparison("joint", "i3d_r50", "ssv1", 0.5)["gap_to_paper"] == pytest.approx(0.067)
+    for data in ("ssv2", "demo data"):
+        paper = paper_comparison("joint", "i3d_r50", data, 0.5)
+        assert paper["gap_to_paper"] is None and paper["data"] == data and paper["paper_top1"] == 0.433

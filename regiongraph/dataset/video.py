@@ -14,7 +14,7 @@ is dropped with its reason and the job goes on:
 - a zero-byte file, a file FFmpeg cannot open or demux, a decoder error, no video stream or no
   frame;
 - a truncated file: FFmpeg's Matroska demuxer says ``File ended prematurely``, or the frames
-  decoded end more than one frame before the duration the container records (a file cut
+  decoded end more than two frames before the duration the container records (a file cut
   between two clusters otherwise decodes silently to a shorter video).
 
 Each video is written into ``{id}.partial/`` and renamed to ``{id}/`` when whole, so a killed
@@ -114,7 +114,8 @@ def decode_video(path: str | os.PathLike, out_dir: str | os.PathLike, settings: 
     if duration and last_end is not None:
         step = 1 / float(stream.average_rate or stream.guessed_rate or 12)
         shortfall = duration / 1e6 - last_end
-        if shortfall > step:
+        # more than two frames short: a rounded duration in a whole file never is
+        if shortfall > 2 * step:
             raise VideoDecodeError(
                 f"truncated video {path}: its frames end at {last_end:.3f} s, the container says "
                 f"{duration / 1e6:.3f} s ({n} frames decoded)"

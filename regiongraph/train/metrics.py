@@ -33,8 +33,9 @@ DEMO_DATA = "demo data"
 
 def paper_comparison(model: str, arch: str, data: str, top1: float | None) -> dict[str, Any]:
     """The paper's SSv1 figure for this head and backbone (None when it reports none), beside
-    this run's top-1; ``data`` says what the run was on (``demo data`` for the synthetic set),
-    since only an SSv1 run is comparable."""
+    this run's top-1; ``data`` says what the run was on (``demo data`` for the synthetic set,
+    else ``ssv1`` or ``ssv2``), since only an SSv1 run is comparable: the gap is given for
+    ``ssv1`` only."""
     row, paper_top1 = PAPER_SSV1_TOP1.get((arch, model), (None, None))
     return {
         "data": data,
@@ -42,7 +43,7 @@ def paper_comparison(model: str, arch: str, data: str, top1: float | None) -> di
         "paper_row": row,
         "paper_top1": paper_top1,
         "gap_to_paper": None
-        if paper_top1 is None or top1 is None or data == DEMO_DATA
+        if paper_top1 is None or top1 is None or data != "ssv1"
         else round(top1 - paper_top1, 4),
     }
 
