@@ -23,7 +23,6 @@ if BOXES_SHARDED:
             mem_mb=32000,
             runtime=120,
         params:
-            folder=BOX_FRAGMENTS_DIR,
             shards=config["shards"],
         script:
             "../scripts/box_annotations.py"

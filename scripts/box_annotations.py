@@ -1,6 +1,8 @@
 """Rule box_annotations: Something-Else's part files cut once into one small file per shard
 and part (regiongraph.detect.annotations.shard_box_annotations)."""
 
+import os
+
 from regiongraph.dataset.index import read_index
 from regiongraph.detect.annotations import shard_box_annotations
 from regiongraph.jobs import start_job
@@ -14,6 +16,9 @@ owners = {
     )
 }
 counts = shard_box_annotations(
-    snakemake.input.parts, owners, dict(snakemake.params.shards), snakemake.params.folder
+    snakemake.input.parts,
+    owners,
+    dict(snakemake.params.shards),
+    os.path.dirname(snakemake.output.classes),  # the fragments lie beside the class list
 )
 log.info("box annotations: %s", counts)
