@@ -187,3 +187,23 @@ def test_ssv2_rules_write_only_under_results_ssv2_or_the_toy_folder(tiny_ssv2_do
                 assert path.is_relative_to((tmp_path / "resources" / "toy" / "ssv2").resolve()), out
             else:
                 assert path.is_relative_to((tmp_path / "results" / "ssv2").resolve()), (name, out)
+
+
+def test_splits_compositional_is_found_in_the_something_else_folder(tiny_ssv2_download, tmp_path):
+    zips, labels, boxes = tiny_ssv2_download
+    data = tmp_path / "data"
+    shutil.copytree(boxes, data / "something-else")
+    splits = data / "something-else" / "dataset_splits" / "compositional"
+    splits.mkdir(parents=True)
+    for name in ("train", "validation"):
+        (splits / f"{name}.json").write_text("[]")
+    dataset = {
+        "name": "ssv2", "source": "archives", "archives": str(zips), "annotations": str(labels),
+        "box_annotations": str(data / "something-else"), "splits": "compositional",
+    }
+    proc = run_snakemake(tmp_path / "work", {"dataset": dataset}, "-n", "split")
+    split_job = (proc.stdout + proc.stderr).split("rule split:")[1].split("output:")[0]
+    assert str(splits) in split_job
+    dataset["splits"] = str(splits)  # the folder itself
+    proc = run_snakemake(tmp_path / "work", {"dataset": dataset}, "-n", "split")
+    assert str(splits) in (proc.stdout + proc.stderr).split("rule split:")[1].split("output:")[0]
