@@ -1,6 +1,6 @@
 """Benchmark: SSv2 webm -> JPEG frame folders, our decoder (PyAV) against the ``ffmpeg`` program.
 
-    python bench/decode.py [--videos DIR] [--count 24] [--frames 48] [--repeats 3]
+    python bench/decode.py [--videos DIR] [--count 24] [--frames 48] [--repeats 3] [--record]
 
 Both decode the same files on one core into fresh folders, every frame written as a JPEG:
 ours is :func:`regiongraph.dataset.video.decode_video` (one process, one decoder thread, the
@@ -12,7 +12,9 @@ does). The table gives the median frames per second per core of ``repeats`` roun
 stage runs one such worker per core.
 
 ``--videos DIR`` times real ``<id>.webm`` files; without it, ``--count`` synthetic videos of
-SSv2's size (240 x 427, 12 fps, VP9, ``--frames`` frames each) are encoded first.
+SSv2's size (240 x 428, 12 fps, VP9, ``--frames`` frames each) are encoded first.
+``--record`` writes our frames per second per core into ``bench/measured.csv``
+(``decode_frames_per_s_per_core``).
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quality", type=int, default=90, help="our JPEG quality (frames.jpeg_quality)")
+    parser.add_argument("--record", action="store_true", help="write our rate to bench/measured.csv")
     args = parser.parse_args()
     if shutil.which("ffmpeg") is None:
         sys.exit("ffmpeg is not on PATH (apt-get install ffmpeg)")
@@ -109,6 +112,10 @@ def main() -> None:
             ("ffmpeg -threads 1 ... -q:v 2 %05d.jpg", "ffmpeg")]
     for label, name in rows:
         print(f"| {label:<46} | {rate[name]:17.0f} | {rate[name] / rate['ffmpeg']:8.2f}x |")
+    if args.record:
+        from measured import record  # bench/measured.py, beside this script
+
+        record("decode_frames_per_s_per_core", rate["ours"], "frames/s", "cpu")
 
 
 if __name__ == "__main__":
