@@ -140,6 +140,7 @@ def test_a_box_folder_without_something_else_parts_is_a_config_error(tmp_path):
     assert "holds no bounding_box_smthsmth_part*.json" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow  # a DAG of ~4,500 jobs: under a minute, too slow for make test-fast
 def test_config_ssv2_yaml_plans_the_whole_run_on_a_download(tiny_ssv2_download, tmp_path):
     """config/ssv2.yaml with its paths set to a download in the real format: valid, and the
     DAG has every stage, under results/ssv2/."""
