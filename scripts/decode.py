@@ -1,6 +1,7 @@
 """Rule decode: every SSv2 webm into a frame folder (regiongraph.dataset.video); the videos
 that do not decode are listed with their reason."""
 
+import json
 from dataclasses import asdict
 
 from regiongraph.dataset.video import DecodeSettings, decode_videos, dropped_table
@@ -10,7 +11,12 @@ from regiongraph.jobs import start_job
 log = start_job(snakemake.log[0])
 params = snakemake.params
 settings = DecodeSettings(short_side=params.short_side, jpeg_quality=params.jpeg_quality)
-result = decode_videos(params.videos, params.frames, settings, workers=snakemake.threads)
+# frames decoded from other parts (another download) are decoded again
+with open(snakemake.input.manifest) as handle:
+    source = [part["sha256"] for part in json.load(handle)["parts"]]
+result = decode_videos(
+    params.videos, params.frames, settings, workers=snakemake.threads, source=source
+)
 write_csv(snakemake.output.dropped, dropped_table(result))
 write_json(
     snakemake.output.summary,

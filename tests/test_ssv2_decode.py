@@ -105,3 +105,6 @@ def test_a_rerun_decodes_only_what_is_missing_and_new_settings_start_afresh(vide
     resized = decode_videos(videos, tmp_path / "frames", DecodeSettings(short_side=20, jpeg_quality=95))
     assert resized.decoded == 3
     assert cv2.imread(str(first)).shape[0] == 20
+    assert decode_videos(videos, tmp_path / "frames", resized_settings := DecodeSettings(20, 95)).decoded == 0
+    # other videos (another extraction) under the same settings: decoded again
+    assert decode_videos(videos, tmp_path / "frames", resized_settings, source=["sha256:x"]).decoded == 3

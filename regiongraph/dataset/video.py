@@ -89,6 +89,7 @@ def decode_video(path: str | os.PathLike, out_dir: str | os.PathLike, settings: 
             stream = container.streams.video[0]
             stream.thread_count = 1
             duration = container.duration  # microseconds, from the container's header
+            step = 1 / float(stream.average_rate or stream.guessed_rate or 12)  # one frame, s
             size = None
             for frame in container.decode(stream):
                 if size is None:
@@ -102,7 +103,6 @@ def decode_video(path: str | os.PathLike, out_dir: str | os.PathLike, settings: 
                 n += 1
                 jpeg.tofile(out_dir / f"{n:05d}.jpg")
                 if frame.pts is not None and frame.time_base is not None:
-                    step = 1 / float(stream.average_rate or stream.guessed_rate or 12)
                     last_end = float(frame.pts * frame.time_base) + step
     except av.error.FFmpegError as error:
         raise VideoDecodeError(f"undecodable video {path} after {n} frames ({error})") from error
@@ -112,7 +112,6 @@ def decode_video(path: str | os.PathLike, out_dir: str | os.PathLike, settings: 
     if n == 0:
         raise VideoDecodeError(f"no frame decodes in {path}")
     if duration and last_end is not None:
-        step = 1 / float(stream.average_rate or stream.guessed_rate or 12)
         shortfall = duration / 1e6 - last_end
         # more than two frames short: a rounded duration in a whole file never is
         if shortfall > 2 * step:
@@ -167,14 +166,20 @@ def decode_videos(
     frames_dir: str | os.PathLike,
     settings: DecodeSettings,
     workers: int = 1,
+    source: object = None,
 ) -> DecodeResult:
-    """Decode every ``<id>.webm`` of ``videos_dir`` into ``frames_dir/<id>/``; see the module."""
+    """Decode every ``<id>.webm`` of ``videos_dir`` into ``frames_dir/<id>/``; see the module.
+
+    ``source`` identifies the videos (the extraction's part digests): frames decoded with other
+    settings or from another source are removed and decoded again."""
     videos = list_videos(videos_dir)
     frames_dir = Path(frames_dir)
     stamp = frames_dir / STAMP
-    wanted = asdict(settings)
+    wanted = {**asdict(settings), "source": source}
     if frames_dir.exists() and (not stamp.exists() or json.loads(stamp.read_text()) != wanted):
-        log.info("%s: decoded with other settings (or unknown ones); decoding again", frames_dir)
+        log.info(
+            "%s: decoded with other settings or from other videos; decoding again", frames_dir
+        )
         shutil.rmtree(frames_dir)
     frames_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps(wanted))
