@@ -88,7 +88,10 @@ def decode_video(path: str | os.PathLike, out_dir: str | os.PathLike, settings: 
                 raise VideoDecodeError(f"no video stream in {path}")
             stream = container.streams.video[0]
             stream.thread_count = 1
-            duration = container.duration  # microseconds, from the container's header
+            # where the frames should end, s (microseconds in the container's header)
+            end = None
+            if container.duration:
+                end = ((container.start_time or 0) + container.duration) / 1e6
             step = 1 / float(stream.average_rate or stream.guessed_rate or 12)  # one frame, s
             size = None
             for frame in container.decode(stream):
@@ -111,14 +114,12 @@ def decode_video(path: str | os.PathLike, out_dir: str | os.PathLike, settings: 
         raise VideoDecodeError(f"truncated video {path}: {warnings[0]} (after {n} frames)")
     if n == 0:
         raise VideoDecodeError(f"no frame decodes in {path}")
-    if duration and last_end is not None:
-        shortfall = duration / 1e6 - last_end
-        # more than two frames short: a rounded duration in a whole file never is
-        if shortfall > 2 * step:
-            raise VideoDecodeError(
-                f"truncated video {path}: its frames end at {last_end:.3f} s, the container says "
-                f"{duration / 1e6:.3f} s ({n} frames decoded)"
-            )
+    # more than two frames short: a rounded duration in a whole file never is
+    if end is not None and last_end is not None and end - last_end > 2 * step:
+        raise VideoDecodeError(
+            f"truncated video {path}: its frames end at {last_end:.3f} s, the container says "
+            f"{end:.3f} s ({n} frames decoded)"
+        )
     return n
 
 
