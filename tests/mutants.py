@@ -164,6 +164,48 @@ MUTANTS = [
         'out[b] = distinct[:, torch.arange(distinct.shape[1]).repeat(frames)[:frames]]',
         ("tests/test_jpeg_device.py",),
     ),
+    Mutant(
+        "ssv2_alphabetical",
+        "SSv2's class index is labels.json's value, not an alphabetical order",
+        "regiongraph/dataset/ssv2.py",
+        "    return [by_index[i] for i in range(len(by_index))]",
+        "    return sorted(by_index.values())",
+        ("tests/test_ssv2_labels.py",),
+    ),
+    Mutant(
+        "ssv2_brackets",
+        "SSv2's template is looked up with its [something] brackets removed",
+        "regiongraph/dataset/ssv2.py",
+        'return template.replace("[", "").replace("]", "")',
+        "return template",
+        ("tests/test_ssv2_labels.py",),
+    ),
+    Mutant(
+        "ssv2_zip_member",
+        "a zipped part must hold only its own piece",
+        "regiongraph/dataset/archive.py",
+        "if len(files) != 1 or posixpath.basename(names[0]) != expected:",
+        "if not files:",
+        ("tests/test_ssv2_extract.py",),
+    ),
+    Mutant(
+        "ssv2_every_frame",
+        "every decoded frame is kept, numbered from 00001.jpg",
+        "regiongraph/dataset/video.py",
+        "            for frame in container.decode(stream):\n",
+        "            for i, frame in enumerate(container.decode(stream)):\n"
+        "                if i % 2:\n"
+        "                    continue\n",
+        ("tests/test_ssv2_decode.py",),
+    ),
+    Mutant(
+        "ssv2_truncation",
+        "a webm cut short of its container's duration is dropped",
+        "regiongraph/dataset/video.py",
+        "end - last_end > 2 * step",
+        "end - last_end > 20 * step",
+        ("tests/test_ssv2_decode.py",),
+    ),
 ]
 
 
