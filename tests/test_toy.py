@@ -75,3 +75,34 @@ def test_colour_does_not_identify_the_class():
     within = np.mean([np.std(np.array(v), axis=0).mean() for v in means.values()])
     between = np.abs(np.mean(means[0], axis=0) - np.mean(means[1], axis=0)).mean()
     assert within > between
+
+
+def test_ssv2_download_format(tiny_ssv2_download):
+    import zipfile
+
+    zips, labels_zip, boxes = tiny_ssv2_download
+    names = sorted(p.name for p in zips.iterdir())
+    assert names == [f"20bn-something-something-v2-{i:02d}.zip" for i in range(len(names))]
+    assert len(names) > 1
+    for name in names:
+        with zipfile.ZipFile(zips / name) as archive:
+            assert archive.namelist() == [name[: -len(".zip")]]  # one piece, named as the zip
+    with zipfile.ZipFile(zips / names[0]) as archive:
+        assert archive.read(archive.namelist()[0])[:2] == b"\x1f\x8b"
+    assert labels_zip.name == "20bn-something-something-download-package-labels.zip"
+    with zipfile.ZipFile(labels_zip) as archive:
+        assert sorted(archive.namelist()) == [f"labels/{n}.json" for n in ("labels", "test", "train", "validation")]
+        class_index = json.loads(archive.read("labels/labels.json"))
+        train = json.loads(archive.read("labels/train.json"))
+        test = json.loads(archive.read("labels/test.json"))
+    assert list(class_index) == sorted(class_index)  # keys alphabetical, as in the real file
+    assert [class_index[c] for c in CLASS_NAMES[: TINY_TOY.classes]] == ["0", "1", "2", "3"]
+    assert sorted(class_index, key=lambda c: int(class_index[c])) != sorted(class_index)
+    assert all(set(e) == {"id", "label", "template", "placeholders"} for e in train)
+    assert all("[something]" in e["template"] for e in train)
+    assert all(set(e) == {"id"} and e["id"].isdigit() for e in test)
+    parts = sorted(p.name for p in boxes.iterdir())
+    assert parts == ["bounding_box_smthsmth_part1.json", "bounding_box_smthsmth_part2.json"]
+    first = json.loads((boxes / parts[0]).read_text())
+    video_id, frames = next(iter(first.items()))
+    assert frames[0]["name"] == f"{video_id}/0001.jpg" and "gt_placeholders" in frames[0]
