@@ -58,8 +58,10 @@ class BatchNorm3d(nn.BatchNorm3d):
     those of ``nn.BatchNorm3d``.
     """
 
-    def __init__(self, num_features: int, zero_init: bool = False):
-        super().__init__(num_features, eps=BN_EPS)
+    def __init__(
+        self, num_features: int, zero_init: bool = False, eps: float = BN_EPS, momentum: float = 0.1
+    ):
+        super().__init__(num_features, eps=eps, momentum=momentum)
         self.frozen = False
         if zero_init:
             nn.init.zeros_(self.weight)
