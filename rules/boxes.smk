@@ -50,6 +50,7 @@ rule boxes_shard:
         num_frames=BACKBONE["num_frames"],
         frame_stride=BACKBONE["frame_stride"],
         sampling=BACKBONE["sampling"],
+        box_every=BOX_EVERY,
         views=split_views,
         device=job_device(BOXES_DETECTOR),
         weights_cache=results("weights/downloads"),

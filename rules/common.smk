@@ -6,6 +6,7 @@ import os
 
 from snakemake.exceptions import WorkflowError
 
+from regiongraph.backbones import arch_problems, backbone_spec
 from regiongraph.config import ConfigError, validate_config
 from regiongraph.console import dropped_report, failed_jobs_report, print_console_report
 from regiongraph.sources import is_url
@@ -157,7 +158,12 @@ def boxes_shard_inputs(wildcards):
 
 
 # --- backbone: weights, fine-tuning, features (rules/backbone.smk) ------------------------------
+# The arch's spec (regiongraph/backbones.py) decides its map, box frames and input normalisation.
 BACKBONE = config["backbone"]
+BACKBONE_SPEC = backbone_spec(BACKBONE["arch"])
+BOX_EVERY = BACKBONE_SPEC.box_every
+if arch_problems(BACKBONE):
+    raise WorkflowError("\n".join(arch_problems(BACKBONE)))
 BACKBONE_ARCH = {
     key: BACKBONE[key]
     for key in (
@@ -171,6 +177,7 @@ BACKBONE_ARCH = {
 BACKBONE_CLIP = {
     key: BACKBONE[key]
     for key in (
+        "arch",
         "num_frames",
         "frame_stride",
         "sampling",

@@ -16,6 +16,7 @@ counts = extract_boxes_shard(
     frame_stride=params.frame_stride,
     sampling=params.sampling,
     views=params.views,
+    box_every=params.box_every,
     device=params.device,
     weights_cache=params.weights_cache,
     box_annotations=None if detector else list(snakemake.input.extra),

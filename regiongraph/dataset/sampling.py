@@ -34,8 +34,9 @@ from dataclasses import dataclass
 import numpy as np
 
 SAMPLING_MODES = ("uniform", "dense")
-# Box frames are every second clip frame: the backbone halves time after res2, so box frame t
-# lines up with feature frame t. The boxes, features and fine-tuning stages all use this one.
+# Box frames are every second clip frame for I3D: it halves time after res2, so box frame t
+# lines up with feature frame t. Other backbones declare theirs (regiongraph.backbones:
+# BackboneSpec.box_every); the boxes, features and fine-tuning stages take it from there.
 BOX_EVERY = 2
 
 
@@ -132,11 +133,14 @@ def sample_clip_frames(
 
 
 def box_frames_of_views(
-    n_frames: int, num_frames: int, stride: int, mode: str, views: int = 1
+    n_frames: int, num_frames: int, stride: int, mode: str, views: int = 1,
+    box_every: int = BOX_EVERY,
 ) -> np.ndarray:
     """The sorted frames that any of ``views`` evaluation views puts boxes on."""
     frames = [
-        sample_clip_frames(n_frames, num_frames, stride, mode=mode, view=v, views=views).box_frames
+        sample_clip_frames(
+            n_frames, num_frames, stride, box_every, mode=mode, view=v, views=views
+        ).box_frames
         for v in range(views)
     ]
     return np.unique(np.concatenate(frames))

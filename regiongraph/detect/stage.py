@@ -146,6 +146,7 @@ def extract_boxes_shard(
     sampling: str,
     *,
     views: int = 1,
+    box_every: int = BOX_EVERY,
     device: str,
     weights_cache: str | os.PathLike,
     box_annotations: str | os.PathLike | list | None = None,
@@ -167,12 +168,12 @@ def extract_boxes_shard(
         shard=int(shard),
         output=Path(output),
         per_frame=settings.per_frame,
-        box_frames_per_video=num_frames // BOX_EVERY,
+        box_frames_per_video=num_frames // box_every,
         drops=DropReport(BOXES_STAGE, split),
     )
     job.clips = {
         row.video_id: box_frames_of_views(
-            int(row.n_frames), num_frames, frame_stride, sampling, views
+            int(row.n_frames), num_frames, frame_stride, sampling, views, box_every
         )
         for row in job.rows.itertuples()
     }
@@ -183,7 +184,7 @@ def extract_boxes_shard(
         "frame_stride": frame_stride,
         "sampling": sampling,
         "views": views,
-        "box_every": BOX_EVERY,
+        "box_every": box_every,
         "weights_checksum": None,
         "annotations_checksum": None,
     }

@@ -1,8 +1,9 @@
-"""The ``features`` stage: I3D features of every video of one shard, cached to HDF5.
+"""The ``features`` stage: backbone features of every video of one shard, cached to HDF5.
 
 Per video (docs/formats.md, ``features/{stream}/{split}/shard-{k}.h5``): the globally
-average-pooled res5 feature, and for each box frame ``t`` and box ``k`` the RoIAlign 7x7
-feature of the box on feature frame ``t`` (spatial scale 1/16 with res5 stride 1),
+average-pooled last map of the backbone (I3D's res5), and for each box frame ``t`` and box
+``k`` the RoIAlign 7x7 feature of the box on feature frame ``t`` (spatial scale one over the
+backbone's spatial stride, :mod:`regiongraph.backbones`: 1/16 for I3D with res5 stride 1),
 max-pooled over the 7x7 cells (Wang & Gupta 2018, §3.1). Boxes are mapped into the resized
 and cropped input first (:func:`regiongraph.features.transforms.map_boxes`).
 
@@ -19,17 +20,18 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 from torchvision.ops import roi_align
 from tqdm import tqdm
 
+from regiongraph.backbones import BackboneSpec, backbone_spec, i3d_strides
 from regiongraph.dataset.frames import jpeg_on_device
 from regiongraph.dataset.index import read_shard
-from regiongraph.dataset.sampling import BOX_EVERY
 from regiongraph.features.clips import (
     ClipDataset,
     ClipSettings,
@@ -46,7 +48,8 @@ from regiongraph.features.storage import (
 from regiongraph.features.weights import load_weights
 from regiongraph.gpus import resolve_device
 from regiongraph.io import DropReport, file_checksum, shard_writer
-from regiongraph.models.i3d import FEATURE_DIM, I3DResNet, build_backbone, global_average_pool
+from regiongraph.models.backbone import build_backbone, published_state
+from regiongraph.models.i3d import global_average_pool
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BackboneSettings:
-    """The backbone's architecture knobs (config ``backbone``)."""
+    """The backbone: ``arch`` and the I3D knobs (config ``backbone``); its map's strides and
+    channels come from the arch's spec (:mod:`regiongraph.backbones`)."""
 
     arch: str = "i3d_r50"
     conv1_temporal_stride: int = 1
@@ -63,19 +67,29 @@ class BackboneSettings:
     width_per_group: int = 64
 
     @property
-    def spatial_stride(self) -> int:
-        """Input pixels per res5 cell: 16 with res5 stride 1, 32 with 2."""
-        return 16 * self.res5_stride
+    def spec(self) -> BackboneSpec:
+        return backbone_spec(self.arch)
 
-    def build(self, stream: str) -> I3DResNet:
-        return build_backbone(
-            self.arch,
-            stream,
-            self.conv1_temporal_stride,
-            self.pool1_temporal,
-            self.res5_stride,
-            self.width_per_group,
-        )
+    @property
+    def spatial_stride(self) -> int:
+        """Input pixels per map cell (I3D: 16 with res5 stride 1, 32 with 2)."""
+        return i3d_strides(self.spec, asdict(self))[1]
+
+    @property
+    def temporal_stride(self) -> int:
+        """Clip frames per map frame (I3D: 2 at the paper's strides)."""
+        return i3d_strides(self.spec, asdict(self))[0]
+
+    @property
+    def channels(self) -> int:
+        return self.spec.channels
+
+    def knobs(self) -> dict[str, int]:
+        """The I3D knobs, for :func:`regiongraph.models.backbone.build_backbone`."""
+        return {k: v for k, v in asdict(self).items() if k != "arch"}
+
+    def build(self, stream: str) -> nn.Module:
+        return build_backbone(self.arch, stream, **self.knobs())
 
 
 def roi_features(
@@ -86,7 +100,7 @@ def roi_features(
     output_size: int = ROI_SIZE,
     aligned: bool = True,
 ) -> torch.Tensor:
-    """Max-pooled RoIAlign features ``(B, T_box, K, C)`` of boxes on a res5 map.
+    """Max-pooled RoIAlign features ``(B, T_box, K, C)`` of boxes on a backbone's map.
 
     ``features`` ``(B, C, T', H', W')``; ``boxes`` ``(B, T_box, K, 4)`` in input pixels;
     ``mask`` ``(B, T_box, K)``. Invalid boxes give zeros.
@@ -111,7 +125,7 @@ def roi_features(
 
 def load_backbone(
     weights_path: str | os.PathLike, backbone: BackboneSettings, stream: str
-) -> I3DResNet:
+) -> nn.Module:
     """The stream's backbone with its weights, checked against the config."""
     state, meta = load_weights(
         weights_path,
@@ -122,7 +136,7 @@ def load_backbone(
         },
     )
     model = backbone.build(stream)
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(published_state(state, backbone.arch, str(weights_path)), strict=True)
     if meta.get("random_init"):
         log.warning("%s: RANDOM backbone weights (backbone.weights is null)", weights_path)
     return model
@@ -182,6 +196,8 @@ def cache_features_shard(
     inputs = {"index": index_path, "weights": weights_path, "boxes": boxes_path}
     if flow_path is not None:
         inputs["flow"] = flow_path
+    if clip.arch != backbone.arch:
+        raise ValueError(f"clip settings are for {clip.arch}, the backbone is {backbone.arch}")
     settings = feature_settings(
         clip, backbone, file_checksum(weights_path), boxes_backend, 1.0 / backbone.spatial_stride
     )
@@ -199,7 +215,9 @@ def cache_features_shard(
         torch.inference_mode(),
         tqdm(total=len(dataset), desc=desc, unit="clip") as bar,
     ):
-        writer = FeatureShardWriter(handle, clip.num_frames // BOX_EVERY, clip.per_frame, FEATURE_DIM)
+        writer = FeatureShardWriter(
+            handle, clip.num_frames // clip.box_every, clip.per_frame, backbone.channels
+        )
         for batch in loader:
             batch = decode_clips(batch, dev)
             for video_id, error in zip(batch["video_id"], batch["error"], strict=True):

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, default_collate
 
+from regiongraph.backbones import backbone_spec
 from regiongraph.dataset.frames import (
     CorruptFrameError,
     decode_jpegs,
@@ -43,7 +44,7 @@ from regiongraph.dataset.frames import (
     read_frame_bytes,
     read_video_frames,
 )
-from regiongraph.dataset.sampling import BOX_EVERY, ClipFrames, sample_clip_frames
+from regiongraph.dataset.sampling import ClipFrames, sample_clip_frames
 from regiongraph.detect.storage import BOXES_STAGE, read_video_boxes
 from regiongraph.features.transforms import (
     CropGeometry,
@@ -72,15 +73,20 @@ class MissingFlowError(LookupError):
 
 @dataclass(frozen=True)
 class ClipSettings:
-    """How a clip is sampled and transformed. ``training`` turns on the random parts."""
+    """How a clip is sampled and transformed. ``training`` turns on the random parts.
+
+    ``mean`` and ``std`` (RGB in 0..255; one number or one per channel) default to the
+    backbone's own (:mod:`regiongraph.backbones`), and so do the box frames (``box_every``).
+    """
 
     stream: str = "rgb"
+    arch: str = "i3d_r50"
     num_frames: int = 32
     frame_stride: int = 2
     resize_short: int = 256
     crop_size: int = 224
-    mean: float = 114.75
-    std: float = 57.375
+    mean: float | tuple[float, ...] | None = None
+    std: float | tuple[float, ...] | None = None
     per_frame: int = 10
     sampling: str = "uniform"
     views: int = 1  # evaluation: temporal views per video (config evaluate.views)
@@ -91,6 +97,10 @@ class ClipSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        spec = backbone_spec(self.arch)
+        # frozen: the resolved normalisation is set once, here
+        object.__setattr__(self, "mean", _per_channel(self.mean, spec.mean, "mean"))
+        object.__setattr__(self, "std", _per_channel(self.std, spec.std, "std"))
         if self.stream not in STREAMS:
             raise ValueError(f"unknown stream {self.stream!r}; expected one of {STREAMS}")
         if self.training and (self.views, self.crops) != (1, 1):
@@ -102,6 +112,21 @@ class ClipSettings:
                 f"backbone.crop_size ({self.crop_size}) must not exceed backbone.resize_short "
                 f"({self.resize_short})"
             )
+
+    @property
+    def box_every(self) -> int:
+        """Box frames are every ``box_every``-th clip frame (the backbone's spec)."""
+        return backbone_spec(self.arch).box_every
+
+
+def _per_channel(value, default: tuple[float, ...], key: str) -> tuple[float, ...]:
+    """``backbone.mean`` / ``std`` as one value per RGB channel; None is the backbone's own."""
+    if value is None:
+        return tuple(float(v) for v in default)
+    values = (float(value),) * 3 if isinstance(value, int | float) else tuple(float(v) for v in value)
+    if len(values) != 3 or (key == "std" and min(values) <= 0):
+        raise ValueError(f"backbone.{key} must be one number or three (RGB), positive for std; got {value!r}")
+    return values
 
 
 class ClipDataset(Dataset):
@@ -163,7 +188,7 @@ class ClipDataset(Dataset):
         s = self.settings
         jitter = rng if s.temporal_jitter else None
         return sample_clip_frames(
-            n_frames, s.num_frames, s.frame_stride, BOX_EVERY, s.sampling, view, s.views, jitter
+            n_frames, s.num_frames, s.frame_stride, s.box_every, s.sampling, view, s.views, jitter
         )
 
     def geometry(
@@ -185,7 +210,7 @@ class ClipDataset(Dataset):
         n_frames = int(row["n_frames"])
         rng = np.random.default_rng([s.seed, self.epoch, video]) if s.training else None
         clip = self.clip_frames(n_frames, rng, temporal)
-        t_box = s.num_frames // BOX_EVERY
+        t_box = s.num_frames // s.box_every
         item = {
             "video_id": video_id,
             "label_index": int(row.get("label_index", -1)),
@@ -210,7 +235,9 @@ class ClipDataset(Dataset):
                 flow, _ = read_flow(handle, video_id, flow_frame_indices(clip.frames, n_frames))
                 geometry = self.geometry(flow.shape[1], flow.shape[2], rng, crop)
                 array = flow_to_input(
-                    resize_and_crop_flow(flow, geometry), shard_settings(handle)["bound"], s.std
+                    resize_and_crop_flow(flow, geometry),
+                    shard_settings(handle)["bound"],
+                    sum(s.std) / len(s.std),
                 )
                 item["clip"] = torch.from_numpy(array).permute(3, 0, 1, 2).contiguous()
         except (CorruptFrameError, MissingFlowError) as error:
@@ -323,10 +350,17 @@ def same_size(images: list[torch.Tensor], geometry: CropGeometry) -> torch.Tenso
 
 
 def to_network_input(
-    clip: torch.Tensor, mean: float, std: float, device: torch.device | str
+    clip: torch.Tensor,
+    mean: float | tuple[float, ...],
+    std: float | tuple[float, ...],
+    device: torch.device | str,
 ) -> torch.Tensor:
-    """Move a batch of clips to ``device``; uint8 RGB becomes ``(x - mean) / std`` float32."""
+    """Move a batch of clips ``(B, C, T, H, W)`` to ``device``; uint8 RGB becomes
+    ``(x - mean) / std`` float32, per channel when ``mean`` and ``std`` are sequences."""
     clip = clip.to(device, non_blocking=True)
     if clip.dtype == torch.uint8:
+        shape = (-1, 1, 1, 1)
+        mean = torch.as_tensor(mean, dtype=torch.float32, device=clip.device).reshape(shape)
+        std = torch.as_tensor(std, dtype=torch.float32, device=clip.device).reshape(shape)
         return (clip.float() - mean) / std
     return clip.float()

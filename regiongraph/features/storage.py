@@ -3,7 +3,8 @@
 Columnar per shard, one row per clip, chunked one row per chunk (docs/formats.md):
 ``video_id (N,)``, ``view (N,)`` (0 for the single clip of a train video; ``0 .. views * crops
 - 1`` for the evaluation views of a validation or test video, a video's rows consecutive),
-``label_index (N,)``, ``global (N, C)`` float16, ``roi (N, T, K, C)`` float16, ``boxes
+``label_index (N,)``, ``global (N, C)`` float16 (``C``: the backbone's channels, recorded as
+``channels``), ``roi (N, T, K, C)`` float16, ``boxes
 (N, T, K, 4)`` float32 in the coordinates of the network input, ``mask (N, T, K)``. The root
 ``settings`` record what produced them (:func:`feature_settings`); a reader names the values it
 needs (:func:`expected_settings`) and :func:`open_feature_shard` refuses a shard that disagrees.
@@ -62,6 +63,9 @@ def feature_settings(
         "std": clip.std,
         "roi_size": ROI_SIZE,
         "spatial_scale": spatial_scale,
+        "temporal_stride": backbone.temporal_stride,
+        "channels": backbone.channels,
+        "box_every": clip.box_every,
         "roi_aligned": True,
         **{key: value for key, value in asdict(backbone).items() if key != "arch"},
     }

@@ -143,16 +143,19 @@ def convert_caffe2_blobs(
     return state
 
 
-def cross_modality_init(rgb_state: Mapping[str, torch.Tensor], channels: int = 2) -> dict:
+def cross_modality_init(
+    rgb_state: Mapping[str, torch.Tensor], channels: int = 2, key: str = "stem.conv.weight"
+) -> dict:
     """Flow-stream weights from RGB ones (TSN, Wang et al. 2016, §3.2).
 
-    conv1's weights are averaged over the three RGB input channels and the mean replicated to
+    The input conv's weights (``key``: I3D's conv1 by default; a backbone's spec names its
+    own) are averaged over the three RGB input channels and the mean replicated to
     ``channels`` (2 for (dx, dy) flow); every other tensor is copied.
     """
-    state = {key: value.clone() for key, value in rgb_state.items()}
-    conv1 = state["stem.conv.weight"]
+    state = {name: value.clone() for name, value in rgb_state.items()}
+    conv1 = state[key]
     if conv1.shape[1] != 3:
-        raise ValueError(f"stem.conv.weight has {conv1.shape[1]} input channels, expected 3 (RGB)")
+        raise ValueError(f"{key} has {conv1.shape[1]} input channels, expected 3 (RGB)")
     mean = conv1.mean(dim=1, keepdim=True)
-    state["stem.conv.weight"] = mean.expand(-1, channels, -1, -1, -1).contiguous()
+    state[key] = mean.expand(-1, channels, *conv1.shape[2:]).contiguous()
     return state

@@ -47,7 +47,8 @@ from regiongraph.features.clips import (
 from regiongraph.features.weights import load_weights, save_weights
 from regiongraph.gpus import resolve_device
 from regiongraph.io import file_checksum, shard_digest
-from regiongraph.models.i3d import I3DClassifier, freeze_batchnorm
+from regiongraph.models.backbone import BackboneClassifier
+from regiongraph.models.i3d import freeze_batchnorm
 from regiongraph.train.checkpoints import (
     epoch_checkpoint,
     ids_digest,
@@ -151,8 +152,11 @@ def finetune_backbone(
         )
     )
     torch.manual_seed(settings.seed)  # the head's init; a resumed run restores the RNG state
-    model = I3DClassifier(
-        load_backbone(weights_in, backbone, clip.stream), num_classes, settings.dropout
+    model = BackboneClassifier(
+        load_backbone(weights_in, backbone, clip.stream),
+        backbone.channels,
+        num_classes,
+        settings.dropout,
     )
     model.to(dev)
     if settings.freeze_bn:
