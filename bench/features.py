@@ -11,6 +11,13 @@ end to end is measured against. Prints a markdown table.
     python bench/features.py --gpu --record       # ... and the best end-to-end figure into
                                                   # bench/measured.csv (read by bench/scale.py)
 
+    python bench/features.py --archs all          # one row per backbone.arch, relative to I3D
+    python bench/features.py --archs all --gpu --clips 256
+
+With ``--archs`` every arch runs on the same clips (16x112 on the CPU, 32x224 on CUDA; MViT
+only takes 16x224) with random weights, I3D at the pretrained width 64, and each row gives its
+clips/s relative to I3D's in the same run.
+
 Each end-to-end row says where the JPEGs were decoded (``--jpeg-decode host device``: OpenCV
 in the loader workers, or torchvision.io.decode_jpeg on the device, nvJPEG on a GPU).
 
@@ -29,6 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from regiongraph.backbones import ARCHS, backbone_spec
 from regiongraph.dataset.sampling import sample_clip_frames
 from regiongraph.features.cache import BackboneSettings, FeatureJob, cache_features_shard
 from regiongraph.features.clips import ClipSettings
@@ -40,6 +48,7 @@ def make_shard(root: Path, clips: int, clip: ClipSettings, seed: int = 0) -> Non
     """``clips`` synthetic videos, their index, and a boxes shard with ``per_frame`` boxes."""
     rng = np.random.default_rng(seed)
     rows = []
+    root.mkdir(parents=True, exist_ok=True)
     with shard_writer(root / "boxes.h5", "boxes", {"backend": "bench"}) as handle:
         for i in range(clips):
             video_id = f"{i:06d}"
@@ -51,7 +60,7 @@ def make_shard(root: Path, clips: int, clip: ClipSettings, seed: int = 0) -> Non
                 frame = np.roll(base, 2 * f, axis=1)
                 cv2.imwrite(str(folder / f"{f + 1:05d}.jpg"), frame, [cv2.IMWRITE_JPEG_QUALITY, 90])
             rows.append((video_id, "validation", "x", i % 10, n, h, w, str(folder), 0))
-            frames = sample_clip_frames(n, clip.num_frames, clip.frame_stride).box_frames
+            frames = sample_clip_frames(n, clip.num_frames, clip.frame_stride, clip.box_every).box_frames
             xy = rng.uniform(0, [w - 20, h - 20], (len(frames), clip.per_frame, 2))
             size = rng.uniform(10, 60, (len(frames), clip.per_frame, 2))
             boxes = np.concatenate([xy, np.minimum(xy + size, [w, h])], -1).astype(np.float32)
@@ -69,6 +78,7 @@ def forward_only(model, clips: int, clip: ClipSettings, batch: int, device: torc
     cuda = device.type == "cuda"
     x = torch.randn(batch, 3, clip.num_frames, clip.crop_size, clip.crop_size, device=device)
     if cuda:
+        model = model.to(memory_format=torch.channels_last_3d)
         x = x.contiguous(memory_format=torch.channels_last_3d)
     steps = max(1, clips // batch)
     with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=cuda):
@@ -97,9 +107,10 @@ def end_to_end(root: Path, clips: int, clip: ClipSettings, backbone: BackboneSet
     return clips / elapsed
 
 
-def clip_stage_arguments(doc: str, clips_help: str) -> argparse.Namespace:
+def clip_stage_arguments(doc: str, clips_help: str, archs: bool = False) -> argparse.Namespace:
     """The command line of the clip stages' benchmarks (features, fine-tuning), parsed; sets
-    the torch threads and, with ``--gpu``, checks that there is a GPU."""
+    the torch threads and, with ``--gpu``, checks that there is a GPU. ``archs``: offer
+    ``--archs`` (one row per backbone.arch)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gpu", action="store_true", help="CUDA rows at 32x224 (needs a GPU)")
     parser.add_argument("--clips", type=int, default=None, help=clips_help)
@@ -109,6 +120,8 @@ def clip_stage_arguments(doc: str, clips_help: str) -> argparse.Namespace:
     parser.add_argument("--jpeg-decode", nargs="+", choices=["host", "device"], default=None,
                         help="where JPEGs are decoded (default: host on the CPU, both on a GPU)")
     parser.add_argument("--record", action="store_true", help="write the best end-to-end figure to bench/measured.csv")
+    if archs:
+        parser.add_argument("--archs", nargs="+", default=None, help=f"'all' or some of {', '.join(ARCHS)}")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -127,8 +140,43 @@ def record_best(figure: str, gpu: bool, best: float, device: torch.device) -> No
     print(f"\nrecorded {figure} = {best:.1f} in bench/measured.csv")
 
 
+def arch_rows(archs: list[str], clips: int, batch: int, workers: int, device: torch.device) -> None:
+    """One row per arch: forward-only and end-to-end clips/s, and both relative to I3D's."""
+    cuda = device.type == "cuda"
+    frames, crop, resize = (32, 224, 256) if cuda else (16, 112, 128)
+    archs = ["i3d_r50", *[a for a in archs if a != "i3d_r50"]]
+    print(f"\n{torch.cuda.get_device_name() if cuda else f'CPU, {torch.get_num_threads()} torch threads'}; "
+          f"{clips} clips of {frames}x{crop} (MViT: 16x224), batch {batch}, {workers} workers, random weights\n")
+    print("| arch | clip | map (C x T' x H' x W') | forward clips/s | end-to-end clips/s | forward / I3D | end-to-end / I3D |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    baseline = None
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch in archs:
+            spec = backbone_spec(arch)
+            t, s, r = (spec.frames, spec.crop_size, spec.resize_short) if spec.fixed_input else (frames, crop, resize)
+            clip = ClipSettings(arch=arch, num_frames=t, resize_short=r, crop_size=s)
+            root = Path(tmp) / arch
+            make_shard(root, clips, clip)
+            backbone = BackboneSettings(arch=arch)
+            prepare_weights(None, arch, {"rgb": root / "rgb.pt"}, root)
+            model = backbone.build("rgb").to(device).eval()
+            fwd = forward_only(model, clips, clip, batch, device)
+            e2e = end_to_end(root, clips, clip, backbone, batch, workers, device.type)
+            del model
+            baseline = baseline or (fwd, e2e)
+            shape = " x ".join(map(str, spec.map_shape(t, s)))
+            print(f"| {arch} | {t}x{s} | {shape} | {fwd:.2f} | {e2e:.2f} | {fwd / baseline[0]:.2f} | "
+                  f"{e2e / baseline[1]:.2f} |", flush=True)
+
+
 def main() -> None:
-    args = clip_stage_arguments(__doc__, "clips per measurement")
+    args = clip_stage_arguments(__doc__, "clips per measurement", archs=True)
+    if args.archs:
+        device = torch.device("cuda" if args.gpu else "cpu")
+        clips = args.clips or (256 if args.gpu else 4)
+        arch_rows(list(ARCHS) if args.archs == ["all"] else args.archs, clips,
+                  (args.batches or [16 if args.gpu else 2])[0], (args.workers or [8 if args.gpu else 1])[0], device)
+        return
     if args.gpu:
         device = torch.device("cuda")
         clip = ClipSettings(num_frames=32, resize_short=256, crop_size=224)

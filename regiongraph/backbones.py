@@ -128,7 +128,7 @@ def _x3d(name: str, weights: str, frames: int, crop: int, resize: int, top1: flo
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
-        _i3d("i3d_r50", "i3d_baseline_32x2_IN_pretrain_400k.pkl", 73.3),
+        _i3d("i3d_r50", "i3d_baseline_32x2_IN_pretrain_400k.pkl", 73.6),
         _i3d("i3d_nl_r50", "i3d_nonlocal_32x2_IN_pretrain_400k.pkl", 74.9),
         _video_resnet("r3d_18", "r3d_18-b3b3357e.pth", 8, 63.200),
         _video_resnet("mc3_18", "mc3_18-a90a0ba3.pth", 1, 63.960),

@@ -4,6 +4,7 @@ names for X3D and CSN) loading with no missing or unexpected keys."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -16,10 +17,12 @@ from regiongraph.config import load_schema
 from regiongraph.features.cache import BackboneSettings, load_backbone, roi_features
 from regiongraph.features.clips import ClipSettings, to_network_input
 from regiongraph.features.weights import load_weights, prepare_weights
+from regiongraph.io import open_shard, shard_settings
 from regiongraph.models.backbone import BackboneClassifier, build_backbone, published_state
 from regiongraph.models.i3d import BatchNorm3d, freeze_batchnorm
 from regiongraph.models.pytorchvideo_keys import convert_pytorchvideo_state
-from tests.conftest import REPO
+from tests.conftest import REPO, tiny_config
+from tests.test_workflow import run_snakemake
 
 # Forward passes on the CPU: cheap archs run in the fast suite, the rest are marked slow.
 HEAVY = {"s3d", "mvit_v1_b", "mvit_v2_s", "swin3d_t", "swin3d_s", "swin3d_b", "csn_r101", "i3d_nl_r50"}
@@ -130,7 +133,7 @@ def test_a_wrong_spatial_scale_misses_the_square():
     assert (right.argmax(dim=1) == 0).all() and not (wrong.argmax(dim=1) == 0).all()
 
 
-@pytest.mark.parametrize("arch", sorted(TORCHVISION))
+@pytest.mark.parametrize("arch", arch_params(sorted(TORCHVISION), {"mvit_v1_b", "mvit_v2_s", "swin3d_s", "swin3d_b"}))
 def test_torchvision_weights_load_with_no_missing_or_unexpected_keys(arch, tmp_path):
     """A state dict saved by torchvision's own constructor (random init, its classifier
     included), as the published .pth files are, goes through the weights stage and loads
@@ -313,3 +316,44 @@ def test_settings_that_do_not_fit_the_arch_are_named(backbone, message):
 def test_an_arch_without_a_spatial_map_names_the_supported_ones():
     with pytest.raises(ValueError, match=r"'vit_b_16' is not a supported backbone.*feature map.*r2plus1d_18, s3d"):
         backbone_spec("vit_b_16")
+
+
+@pytest.mark.parametrize(
+    ("backbone", "names"),
+    [
+        ({"arch": "vit_b_16"}, ["backbone.arch", "vit_b_16", "r2plus1d_18", "x3d_s"]),
+        ({"arch": "x3d_m"}, ["backbone.width_per_group (16) applies to the I3D archs only"]),
+    ],
+)
+def test_a_backbone_config_error_stops_before_any_job(tmp_path, backbone, names):
+    proc = run_snakemake(tmp_path, {"backbone": backbone}, "--cores", "1", "features", check=False)
+    message = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and all(name in message for name in names), message[-2000:]
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_the_demo_runs_end_to_end_with_r2plus1d_18(tmp_path):
+    """The workflow with backbone.arch r2plus1d_18 (random weights, tiny clips), fine-tuned for
+    an epoch: boxes on every second frame, 512-channel features at scale 1/16 recorded as
+    r2plus1d_18's, a trained and evaluated joint head."""
+    config = tiny_config(
+        backbone={
+            "arch": "r2plus1d_18", "width_per_group": 64, "num_frames": 16, "crop_size": 32,
+            "finetune": {"epochs": 1, "batch_size": 4, "workers": 0},
+        },
+        gcn={"models": ["joint"], "streams": ["rgb"], "epochs": 1, "batch_size": 4},
+    )
+    run_snakemake(tmp_path, config, "--cores", "2")
+    results = tmp_path / "results"
+    with open_shard(results / "boxes" / "train" / "shard-000.h5") as handle:
+        assert shard_settings(handle)["box_every"] == 2
+    with open_shard(results / "features" / "rgb" / "validation" / "shard-000.h5") as handle:
+        settings = shard_settings(handle)
+        assert settings["arch"] == "r2plus1d_18" and settings["channels"] == 512
+        assert settings["spatial_scale"] == 1 / 16 and settings["temporal_stride"] == 8
+        assert handle["global"].shape[1:] == (512,) and handle["roi"].shape[1:3] == (8, 10)
+    _, meta = load_weights(results / "weights" / "finetuned" / "rgb.pt")
+    assert meta["arch"] == "r2plus1d_18" and meta["finetune_epochs"] == 1
+    metrics = json.loads((results / "gcn" / "joint" / "metrics.json").read_text())
+    assert 0.0 <= metrics["top1"] <= 1.0 and metrics["n_videos"] > 0
