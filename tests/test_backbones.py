@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -14,14 +15,22 @@ from torchvision.models import video
 
 from regiongraph.backbones import ARCHS, BACKBONES, arch_problems, backbone_spec
 from regiongraph.config import load_schema
-from regiongraph.features.cache import BackboneSettings, load_backbone, roi_features
+from regiongraph.features.cache import (
+    BackboneSettings,
+    FeatureJob,
+    cache_features_shard,
+    load_backbone,
+    roi_features,
+)
 from regiongraph.features.clips import ClipSettings, to_network_input
+from regiongraph.features.storage import expected_settings, open_feature_shard
 from regiongraph.features.weights import load_weights, prepare_weights
 from regiongraph.io import open_shard, shard_settings
 from regiongraph.models.backbone import BackboneClassifier, build_backbone, published_state
 from regiongraph.models.i3d import BatchNorm3d, freeze_batchnorm
 from regiongraph.models.pytorchvideo_keys import convert_pytorchvideo_state
 from tests.conftest import REPO, tiny_config
+from tests.test_features import index_frame, write_boxes_shard, write_video
 from tests.test_workflow import run_snakemake
 
 # Forward passes on the CPU: cheap archs run in the fast suite, the rest are marked slow.
@@ -357,3 +366,26 @@ def test_the_demo_runs_end_to_end_with_r2plus1d_18(tmp_path):
     assert meta["arch"] == "r2plus1d_18" and meta["finetune_epochs"] == 1
     metrics = json.loads((results / "gcn" / "joint" / "metrics.json").read_text())
     assert 0.0 <= metrics["top1"] <= 1.0 and metrics["n_videos"] > 0
+
+
+def test_feature_shards_record_the_backbone_and_a_reader_refuses_another(tmp_path):
+    """x3d_s features of a tiny shard: 432 channels, a box frame per clip frame, the arch in
+    the settings; a head expecting I3D features refuses the shard, naming arch."""
+    frames = [np.full((36, 48, 3), 30 * i, np.uint8) for i in range(6)]
+    write_video(tmp_path / "frames" / "v1", frames)
+    index_frame([("v1", 1, 6, 36, 48, str(tmp_path / "frames" / "v1"))]).to_parquet(tmp_path / "index.parquet")
+    clip = ClipSettings(arch="x3d_s", num_frames=4, resize_short=40, crop_size=32, per_frame=2)
+    boxes = np.array([[4, 4, 30, 30], [20, 10, 44, 34]], np.float32)
+    write_boxes_shard(tmp_path / "boxes.h5", {"v1": (6, 36, 48, boxes)}, 4, 2, per_frame=2, box_every=1)
+    prepare_weights(None, "x3d_s", {"rgb": tmp_path / "rgb.pt"}, tmp_path)
+    cache_features_shard(
+        tmp_path / "index.parquet", 0, tmp_path / "features.h5", tmp_path / "rgb.pt", clip,
+        BackboneSettings(arch="x3d_s"), tmp_path / "boxes.h5", "annotations",
+        FeatureJob(device="cpu", batch_size=1, workers=0),
+    )
+    config_clip = {"num_frames": 4, "frame_stride": 2, "crop_size": 32, "resize_short": 40}
+    with open_feature_shard(tmp_path / "features.h5", expected_settings(config_clip, {"arch": "x3d_s"}, "annotations", 2)) as h:
+        assert h["global"].shape == (1, 432) and h["roi"].shape == (1, 4, 2, 432)
+        assert shard_settings(h)["spatial_scale"] == 1 / 32 and shard_settings(h)["box_every"] == 1
+    with pytest.raises(ValueError, match=r"arch.*x3d_s.*i3d_r50|arch.*i3d_r50.*x3d_s"):
+        open_feature_shard(tmp_path / "features.h5", expected_settings(config_clip, {"arch": "i3d_r50"}, "annotations", 2))

@@ -36,12 +36,12 @@ def write_video(folder, frames):
                     [cv2.IMWRITE_JPEG_QUALITY, 98])
 
 
-def write_boxes_shard(path, videos, num_frames, stride, per_frame, sampling="uniform", views=1):
+def write_boxes_shard(path, videos, num_frames, stride, per_frame, sampling="uniform", views=1, box_every=2):
     """A boxes shard as docs/formats.md describes, the same boxes on every box frame of every
     view; ``videos``: id -> (n_frames, h, w, boxes)."""
     with shard_writer(path, "boxes", {"backend": "annotations", "per_frame": per_frame}) as handle:
         for video_id, (n_frames, h, w, boxes) in videos.items():
-            frames = box_frames_of_views(n_frames, num_frames, stride, sampling, views)
+            frames = box_frames_of_views(n_frames, num_frames, stride, sampling, views, box_every)
             found = VideoBoxes.empty(len(frames), per_frame)
             for t in range(len(frames)):
                 found.set_frame(t, boxes, np.ones(len(boxes)), np.zeros(len(boxes)))

@@ -1,7 +1,8 @@
 """The graph heads of "Videos as Space-Time Region Graphs" (Wang & Gupta, ECCV 2018).
 
 A video is a set of region nodes: ``K`` object boxes on each of ``T`` feature frames, each with
-a RoIAlign feature of the backbone (``N = T * K`` nodes, ``C = 2048`` channels), plus the
+a RoIAlign feature of the backbone (``N = T * K`` nodes, ``C`` channels: 2048 for I3D, the
+backbone's own for the others, :mod:`regiongraph.backbones`), plus the
 globally pooled backbone feature. Section 3 of the paper builds two kinds of graph over the
 nodes and runs graph convolutions on them:
 
@@ -17,7 +18,7 @@ nodes and runs graph convolutions on them:
   similarity and the spatial-temporal branches run separately and are summed at the last layer;
   the nodes are averaged, concatenated with the global feature, and classified after dropout.
 
-Node features are reduced from 2048 to 512 channels before the graphs (§4). Invalid nodes
+Node features are reduced from ``C`` (2048 in the paper) to 512 channels before the graphs (§4). Invalid nodes
 (a box slot the detector left empty, ``mask == False``) take part in nothing: they receive and
 send no edge, get no softmax weight and no IoU, are zero at every layer and are left out of the
 node average. A video with no valid box gets an all-zero graph and a zero node average.
