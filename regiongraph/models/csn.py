@@ -23,7 +23,6 @@ from regiongraph.models.i3d import BatchNorm3d
 STAGE_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 STAGE_WIDTHS = (256, 512, 1024, 2048)
 STAGE_STRIDES = (1, 2, 2, 2)  # in time and space alike
-FEATURE_DIM = 2048
 
 
 class CSNStem(nn.Module):
