@@ -185,6 +185,19 @@ def bn(prefix, channels):
     }
 
 
+def pytorchvideo_bottleneck(prefix: str, dim_in: int, inner: int, width: int, norm_b: str) -> dict:
+    """``branch2`` of a pytorchvideo bottleneck: 1x1x1 conv_a, depthwise 3x3x3 conv_b (its BN
+    named ``norm_b``), 1x1x1 conv_c, each with its BN."""
+    return (
+        {f"{prefix}.branch2.conv_a.weight": conv(inner, dim_in, 1, 1, 1)}
+        | bn(f"{prefix}.branch2.norm_a", inner)
+        | {f"{prefix}.branch2.conv_b.weight": conv(inner, 1, 3, 3, 3)}
+        | bn(f"{prefix}.branch2.{norm_b}", inner)
+        | {f"{prefix}.branch2.conv_c.weight": conv(width, inner, 1, 1, 1)}
+        | bn(f"{prefix}.branch2.norm_c", width)
+    )
+
+
 def pytorchvideo_x3d_state() -> dict[str, torch.Tensor]:
     """X3D-S/M as pytorchvideo's ``create_x3d`` names and shapes it (width 2.0, depth 2.2):
     the keys of ``X3D_S.pyth``'s ``model_state``."""
@@ -196,18 +209,13 @@ def pytorchvideo_x3d_state() -> dict[str, torch.Tensor]:
         for j in range(depth):
             p = f"blocks.{stage}.res_blocks.{j}"
             d = dim_in if j == 0 else width
-            state[f"{p}.branch2.conv_a.weight"] = conv(inner, d, 1, 1, 1)
-            state |= bn(f"{p}.branch2.norm_a", inner)
-            state[f"{p}.branch2.conv_b.weight"] = conv(inner, 1, 3, 3, 3)
-            state |= bn(f"{p}.branch2.norm_b.0", inner)
+            state |= pytorchvideo_bottleneck(p, d, inner, width, "norm_b.0")
             if j % 2 == 0:
                 se = round_width(inner / 16)
                 state[f"{p}.branch2.norm_b.1.block.0.weight"] = conv(se, inner, 1, 1, 1)
                 state[f"{p}.branch2.norm_b.1.block.0.bias"] = torch.randn(se)
                 state[f"{p}.branch2.norm_b.1.block.2.weight"] = conv(inner, se, 1, 1, 1)
                 state[f"{p}.branch2.norm_b.1.block.2.bias"] = torch.randn(inner)
-            state[f"{p}.branch2.conv_c.weight"] = conv(width, inner, 1, 1, 1)
-            state |= bn(f"{p}.branch2.norm_c", width)
             if j == 0:
                 state[f"{p}.branch1_conv.weight"] = conv(width, d, 1, 1, 1)
                 if d != width:
@@ -229,12 +237,7 @@ def pytorchvideo_csn_state() -> dict[str, torch.Tensor]:
         for j in range(depth):
             p = f"blocks.{stage}.res_blocks.{j}"
             d = dim_in if j == 0 else width
-            state[f"{p}.branch2.conv_a.weight"] = conv(inner, d, 1, 1, 1)
-            state |= bn(f"{p}.branch2.norm_a", inner)
-            state[f"{p}.branch2.conv_b.weight"] = conv(inner, 1, 3, 3, 3)
-            state |= bn(f"{p}.branch2.norm_b", inner)
-            state[f"{p}.branch2.conv_c.weight"] = conv(width, inner, 1, 1, 1)
-            state |= bn(f"{p}.branch2.norm_c", width)
+            state |= pytorchvideo_bottleneck(p, d, inner, width, "norm_b")
             if j == 0:
                 state[f"{p}.branch1_conv.weight"] = conv(width, d, 1, 1, 1)
                 state |= bn(f"{p}.branch1_norm", width)
@@ -350,11 +353,11 @@ def test_the_demo_runs_end_to_end_with_r2plus1d_18(tmp_path):
     config = tiny_config(
         backbone={
             "arch": "r2plus1d_18", "width_per_group": 64, "num_frames": 16, "crop_size": 32,
-            "finetune": {"epochs": 1, "batch_size": 4, "workers": 0},
+            "finetune": {"epochs": 1, "batch_size": 8, "workers": 0},
         },
         gcn={"models": ["joint"], "streams": ["rgb"], "epochs": 1, "batch_size": 4},
     )
-    run_snakemake(tmp_path, config, "--cores", "2")
+    run_snakemake(tmp_path, config, "--cores", "2", "evaluate")
     results = tmp_path / "results"
     with open_shard(results / "boxes" / "train" / "shard-000.h5") as handle:
         assert shard_settings(handle)["box_every"] == 2
