@@ -185,6 +185,11 @@ def arch_problems(backbone: dict) -> list[str]:
     """What in the config's ``backbone`` section does not fit its ``arch`` (one line each)."""
     spec = backbone_spec(backbone["arch"])
     problems = []
+    if backbone["crop_size"] > backbone.get("resize_short", backbone["crop_size"]):
+        problems.append(
+            f"backbone.crop_size ({backbone['crop_size']}) must not exceed "
+            f"backbone.resize_short ({backbone['resize_short']})"
+        )
     if spec.family != "i3d":
         for key, default in I3D_KNOBS.items():
             if backbone.get(key, default) != default:

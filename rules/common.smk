@@ -158,10 +158,9 @@ def boxes_shard_inputs(wildcards):
 
 
 # --- backbone: weights, fine-tuning, features (rules/backbone.smk) ------------------------------
-# The arch's spec (regiongraph/backbones.py) decides its map, box frames and input normalisation.
+# The arch's spec (regiongraph/backbones.py) decides its map, box frames and normalisation.
 BACKBONE = config["backbone"]
-BACKBONE_SPEC = backbone_spec(BACKBONE["arch"])
-BOX_EVERY = BACKBONE_SPEC.box_every
+BOX_EVERY = backbone_spec(BACKBONE["arch"]).box_every
 if arch_problems(BACKBONE):
     raise WorkflowError("\n".join(arch_problems(BACKBONE)))
 BACKBONE_ARCH = {
@@ -187,11 +186,6 @@ BACKBONE_CLIP = {
         "std",
     )
 }
-if BACKBONE["crop_size"] > BACKBONE["resize_short"]:
-    raise WorkflowError(
-        f"backbone.crop_size ({BACKBONE['crop_size']}) must not exceed "
-        f"backbone.resize_short ({BACKBONE['resize_short']})"
-    )
 if local_file(BACKBONE["weights"]) and not os.path.isfile(BACKBONE["weights"]):
     raise WorkflowError(
         f"backbone.weights: {BACKBONE['weights']} does not exist (a path or URL of the Caffe2 "
