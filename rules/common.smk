@@ -1,6 +1,6 @@
 # Config in one place: validated against the schema (defaults filled in) before any job runs,
 # then turned into the named values and input functions the rule files use; rule bodies only
-# name them. Only light modules of the package are imported here (config, console, sources), so
+# name them. Only light modules of the package are imported here (config, console, slurm, sources), so
 # that the workflow parses in any Snakemake environment.
 import os
 
@@ -9,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 from regiongraph.backbones import arch_problems, backbone_spec
 from regiongraph.config import ConfigError, validate_config
 from regiongraph.console import dropped_report, failed_jobs_report, print_console_report
+from regiongraph.slurm import check_slurm_run
 from regiongraph.sources import is_url
 
 try:
@@ -284,6 +285,15 @@ def dropped_shard_inputs():
         for stage in ("flow", "boxes", "features")
         for path in TARGETS.get(stage, [])
     ]
+
+
+# With the SLURM executor: a job no node can run, sacct without accounting, or array jobs that
+# the plugin would never submit stop the run here, before anything is submitted.
+onstart:
+    try:
+        check_slurm_run(workflow)
+    except (ValueError, RuntimeError) as error:
+        raise WorkflowError(str(error)) from None
 
 
 onsuccess:
