@@ -1,12 +1,14 @@
-"""``snakemake --profile profiles/slurm`` against recording stand-ins for the SLURM commands.
+"""``snakemake --profile profiles/slurm`` against recording stand-ins for the SLURM commands,
+and the pre-submission checks of ``regiongraph/slurm.py``.
 
-The real snakemake-executor-plugin-slurm builds every ``sbatch``/``srun``/``sacct`` call; the
+tests/test_slurm_cluster.py runs the profile on a real single-node cluster (``make
+test-slurm``). What a 2-core node cannot show is kept here: the profile exactly as shipped, its
+SSv1 sizes (16 CPUs, 64 GB) on partitions with different limits (``cpu``: 3 days, no GPU;
+``gpu``: 2 days, four A100s), and the ``srun`` options the jobstep plugin uses inside a job.
+The real snakemake-executor-plugin-slurm builds every ``sbatch``/``srun``/``squeue`` call; the
 stand-ins in ``tests/fake_slurm/`` record them and run the submitted job scripts on this
-machine. The test then checks what the plugin asked SLURM for, rule by rule, against what the
-rules and the profile declare (read independently: rules through Snakemake's API, the profile
-as YAML): GPU requests and the GPU partition for rules that declare ``gpu``, the CPU partition
-and no GPU otherwise, memory, wall time, CPUs, array jobs for the per-shard rules, and that the
-workflow completes with every output written.
+machine. The test checks what the plugin asked for, rule by rule, against what the rules and
+the profile declare (rules through Snakemake's API, the profile as YAML).
 """
 
 from __future__ import annotations
@@ -22,6 +24,19 @@ import h5py
 import pytest
 import yaml
 
+from regiongraph.slurm import (
+    PartitionLimits,
+    array_jobs_problem,
+    cluster_accounting,
+    gres_gpus,
+    misfits,
+    parse_sinfo,
+    partition_file_limits,
+    request_of,
+    slurm_minutes,
+    status_command_problem,
+)
+from regiongraph.slurm import min_job_age as slurm_min_job_age
 from tests.conftest import REPO, snakemake_cmd, tiny_config
 from tests.workflow_rules import RuleInfo, load_rules
 
@@ -163,7 +178,6 @@ def test_slurm_profile_requests_and_completes(tmp_path, fake_cluster):
     assert status_queries and all(run_name in r["argv"] for r in status_queries)
 
     jobs_per_rule: dict[str, int] = {}
-    arrays_per_rule: dict[str, int] = {}
     gpu_rules_seen = set()
     for call in sbatches:
         options = call["options"]
@@ -175,14 +189,8 @@ def test_slurm_profile_requests_and_completes(tmp_path, fake_cluster):
         assert options["parsable"] is True and options["export"] == "ALL"
         assert Path(options["chdir"]) == workdir
         assert int(options["time"]) == resources["runtime"], name
-        mem = int(options["mem"])
-        if call["tasks"]:
-            arrays_per_rule[name] = arrays_per_rule.get(name, 0) + 1
-            # the plugin adds a few MB for the array payload the job step decodes
-            assert resources["mem_mb"] <= mem <= resources["mem_mb"] + 8, (name, mem)
-            assert "--slurm-jobstep-array-execs" in call["script"]
-        else:
-            assert mem == resources["mem_mb"], name
+        assert not call["tasks"], f"{name}: the profile submits no array jobs"
+        assert int(options["mem"]) == resources["mem_mb"], name
         assert "--executor slurm-jobstep" in call["script"]
         gpus = int(resources.get("gpu", 0))
         assert job_cpus(options) == expected_cpus(resources, threads), name
@@ -197,14 +205,13 @@ def test_slurm_profile_requests_and_completes(tmp_path, fake_cluster):
             assert options["ntasks"] == "1", name
         assert call["env"] == {}, "sbatch must not inherit SLURM_* variables"
 
-    # every job the DAG needed went through sbatch, the per-shard rules as arrays
+    # every job the DAG needed went through sbatch, one per shard
     n_shards = sum(SLURM_CONFIG["shards"].values())
     for target in targets:
         shard_rule = STAGES[target]
         if shard_rule:
             streams = SLURM_CONFIG["backbone"]["streams"] if shard_rule == "features_shard" else [None]
             assert jobs_per_rule[shard_rule] == n_shards * len(streams), shard_rule
-            assert arrays_per_rule.get(shard_rule, 0) >= 1, f"{shard_rule} not sent as an array job"
     assert not {"toy_dataset", "extract", "split", "index"} & set(jobs_per_rule)  # done locally
     declared_gpu = {n for n in jobs_per_rule if int(expected_resources(rules[n], profile)[0].get("gpu", 0))}
     assert "flow_shard" in declared_gpu  # the torch backend with device auto wants a GPU
@@ -252,3 +259,78 @@ def test_profile_dry_run(tmp_path, fake_cluster):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "index" in proc.stdout + proc.stderr
+
+
+# The checks made before anything is submitted (regiongraph/slurm.py), on sinfo's own output.
+SINFO = "cpu*|2|23081|infinite|(null)\ngpu|2|23081|1-00:00:00|gpu:2\ngpu|8|64000+|1-00:00:00|gpu:a100:4(S:0-1)\n"
+
+
+def test_sinfo_partitions_are_their_largest_nodes():
+    partitions = parse_sinfo(SINFO)
+    assert partitions["cpu"] == PartitionLimits("cpu", 2, 23081, None, 0, default=True)
+    assert partitions["gpu"] == PartitionLimits("gpu", 8, 64000, 24 * 60, 4)
+    assert [slurm_minutes(t) for t in ("30", "5:00", "1:30:00", "2-00:00:00", "1-12", "0:30")] == [
+        30, 5, 90, 2880, 2160, 1
+    ]
+    assert gres_gpus("gpu:2,gpu:v100:1(S:0)") == 3 and gres_gpus("(null)") == 0
+
+
+def test_a_job_no_partition_can_run_is_named_with_what_it_asks():
+    cluster = parse_sinfo(SINFO)
+    index = request_of("index", 8, {"mem_mb": 16000, "runtime": 120})
+    small = request_of("split", 1, {"mem_mb": 4000, "runtime": 60})
+    gpu_job = request_of("features_shard", 2, {"gpu": 1, "cpus_per_task": 6, "mem_mb": 32000})
+    assert (index.cpus, gpu_job.cpus, gpu_job.gpus) == (8, 6, 1)
+    # without a partition file the plugin sends jobs to the default partition
+    problems = misfits([index, small, gpu_job], cluster)
+    assert len(problems) == 2
+    assert problems[0].startswith(
+        "rule index: asks for 8 CPUs, 16000 MB, 120 min, more than the default partition 'cpu' "
+        "offers (cpu: 2 CPUs, 23081 MB, no time limit, 0 GPUs)"
+    )
+    assert "--set-resources" in problems[0] and problems[1].startswith("rule features_shard:")
+    # the partition file the plugin chooses from: only its partitions with GPUs take GPU jobs
+    fitted = {"cpu": PartitionLimits("cpu", 2, 23081, None, 0), "gpu": PartitionLimits("gpu", 6, 64000, 1440, 4)}
+    problems = misfits([index, small, gpu_job], cluster, fitted, "partitions.yaml")
+    assert problems == [problems[0]] and "more than any partition of partitions.yaml" in problems[0]
+    # a job sent to a named partition must fit that one
+    pinned = request_of("split", 4, {"slurm_partition": "cpu"})
+    assert misfits([pinned], cluster)[0].startswith("rule split: asks for 4 CPUs, more than partition 'cpu'")
+
+
+def test_a_partition_file_that_promises_more_than_sinfo_is_refused():
+    cluster = parse_sinfo(SINFO)
+    shipped = partition_file_limits(yaml.safe_load((PROFILE / "partitions.yaml").read_text()))
+    problems = misfits([], cluster, shipped, "partitions.yaml")
+    assert problems[0] == (
+        "partitions.yaml: partition 'cpu' promises more than its nodes have (max_threads 64 > 2; "
+        "max_mem_mb 256000 > 23081; sinfo: cpu: 2 CPUs, 23081 MB, no time limit, 0 GPUs): edit the limits there"
+    )
+    assert "max_runtime 2880 > 1440" in problems[1]
+    renamed = {"batch": PartitionLimits("batch", 2, 1000, None, 0)}
+    assert "partition 'batch' does not exist on this cluster (sinfo lists cpu, gpu)" in misfits([], cluster, renamed)[0]
+
+
+def test_status_command_must_work_without_accounting():
+    assert status_command_problem("sacct", accounting=True, min_job_age=10, init_seconds=40) is None
+    assert "--slurm-status-command squeue" in status_command_problem("sacct", False, 300, 40)
+    assert "--slurm-status-command squeue" in status_command_problem(None, False, 300, 40)
+    assert status_command_problem("squeue", False, 300, 40) is None
+    # below 3 x the first wait the plugin switches to sacct by itself
+    assert "lower --slurm-init-seconds-before-status-checks to 33" in status_command_problem("squeue", False, 100, 40)
+    config = "AccountingStorageType   = accounting_storage/none\nMinJobAge               = 300 sec\n"
+    assert not cluster_accounting(config) and slurm_min_job_age(config) == 300
+    assert cluster_accounting("AccountingStorageType = accounting_storage/slurmdbd\n")
+
+
+def test_array_jobs_are_refused_where_the_plugin_would_drop_some():
+    jobs = {"flow_shard": 320, "boxes_shard": 320, "index": 1}
+    assert array_jobs_problem(set(), jobs, 200, 100) is None
+    message = array_jobs_problem({"all"}, jobs, 200, 100)
+    assert message.startswith("--slurm-array-jobs all: this run has 641 jobs, more than the 100")
+    assert "boxes_shard (320 jobs), flow_shard (320 jobs)" in message
+    assert "drop --slurm-array-jobs" in message
+    small = {"flow_shard": 3, "boxes_shard": 3, "index": 1}
+    assert array_jobs_problem({"flow_shard"}, small, 200, 100) is None
+    assert "more than the 2" in array_jobs_problem({"flow_shard"}, small, 2, 100)
+    assert array_jobs_problem({"index"}, small, 2, 100) is None  # one job: never an array

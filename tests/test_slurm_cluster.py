@@ -146,8 +146,8 @@ def local_run(tmp_path_factory):
     threads = yaml.safe_load((profile / "config.v8+.yaml").read_text())["set-threads"]
     workdir, configfile = workdir_with_config(root, "work")
     proc = run(
-        ["--configfile", str(configfile), "--cores", "2",
-         "--set-threads", *[f"{rule}={n}" for rule, n in threads.items()], "evaluate"],
+        ["evaluate", "--configfile", str(configfile), "--cores", "2",
+         "--set-threads", *[f"{rule}={n}" for rule, n in threads.items()]],
         workdir, 900,
     )
     assert proc.returncode == 0, proc.stdout[-4000:]

@@ -339,6 +339,7 @@ def scontrol(argv: list[str]) -> int:
         print("Configuration data as of 2026-01-01T00:00:00")
         print("MaxArraySize            = 1001")
         print("MinJobAge               = 300 sec")
+        print("AccountingStorageType   = accounting_storage/slurmdbd")
         return 0
     if argv[:2] == ["show", "partition"]:
         for name, gpus in (("cpu", 0), ("gpu", 4)):
@@ -348,8 +349,22 @@ def scontrol(argv: list[str]) -> int:
     raise UsageError(f"scontrol: fake supports 'show config' and 'show partition', got {argv}")
 
 
+# The fake cluster's partitions as `sinfo -o '%P|%c|%m|%l|%G'` prints them: the limits of
+# profiles/slurm/partitions.yaml, so that the workflow's pre-submission check passes.
+SINFO_PARTITIONS = [("cpu*", "64", "256000", "3-00:00:00", "(null)"),
+                    ("gpu", "64", "512000", "2-00:00:00", "gpu:a100:4(S:0-1)")]
+
+
 def sinfo(argv: list[str]) -> int:
     record("sinfo", argv)
+    if "-o" in argv:
+        fields = {"%P": 0, "%c": 1, "%m": 2, "%l": 3, "%G": 4}
+        columns = [fields[f] for f in argv[argv.index("-o") + 1].split("|")]
+        if "-h" not in argv:
+            print("|".join(f.lstrip("%") for f in argv[argv.index("-o") + 1].split("|")))
+        for row in SINFO_PARTITIONS:
+            print("|".join(row[c] for c in columns))
+        return 0
     print("PARTITION\ncpu*\ngpu")
     return 0
 
