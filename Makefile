@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 
-.PHONY: setup demo report test test-fast lint bench dag clean
+.PHONY: setup demo report test test-fast test-slurm detectron2 lint bench dag clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,21 @@ lint: setup
 
 test: lint
 	$(BIN)/pytest -q -p no:cacheprovider --durations=10
+
+# the SLURM profile on a real single-node cluster started on this machine (root; Debian's
+# slurm-wlm and munge, installed on first use): tests/test_slurm_cluster.py
+test-slurm: setup
+	bash .ci/slurm/setup.sh
+	REGIONGRAPH_SLURM_CLUSTER=1 $(BIN)/pytest -q -p no:cacheprovider --durations=10 tests/test_slurm_cluster.py
+
+# detectron2 built from a source tarball once per machine (wheel cached in WHEELS) into .venv;
+# nothing to do where there is no tarball (REGIONGRAPH_VENDOR/detectron2-*.tar.gz or D2_TARBALL)
+REGIONGRAPH_VENDOR ?= ../shared/vendor
+D2_TARBALL ?= $(firstword $(wildcard $(REGIONGRAPH_VENDOR)/detectron2-*.tar.gz))
+WHEELS ?= $(HOME)/.cache/regiongraph/wheels
+
+detectron2: setup
+	bash .ci/detectron2.sh "$(D2_TARBALL)" "$(WHEELS)"
 
 # the edit-test loop: everything but the end-to-end workflow runs (under two minutes)
 test-fast: setup

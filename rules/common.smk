@@ -28,6 +28,9 @@ SSV2 = DATASET == "ssv2"
 # SSv1 run's (or the demo's) in the same results folder.
 RESULTS = os.path.join(config["results"], "ssv2") if SSV2 else config["results"]
 DEVICE = config["device"]
+# envs/*.post-deploy.sh install the package from here into each --use-conda environment:
+# Snakemake runs them as copies under .snakemake/conda/, where no relative path leads back.
+os.environ["REGIONGRAPH_SOURCE"] = workflow.basedir
 ENVS = {
     "cv": "../envs/cv.yaml",
     "torch": "../envs/torch.yaml",

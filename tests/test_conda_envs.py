@@ -57,7 +57,7 @@ BACKENDS = {
     ("boxes", "detectron2"): ("boxes_shard", {"torch", "torchvision", "detectron2"}),
 }
 # detectron2 cannot be listed in an env file (pip must build it without build isolation):
-# the env documents the one command that installs it after Snakemake creates the env.
+# the env's post-deploy script builds it after Snakemake creates the env.
 INSTALLED_AFTER_CREATION = {"detectron2.yaml": {"detectron2"}}
 
 
@@ -177,8 +177,12 @@ def test_every_rule_that_runs_code_has_a_parsing_env():
         env = read_env(rule.conda_env)
         assert env["channels"] == ["conda-forge", "nodefaults"], rule.conda_env.name
         assert "python" in env["packages"], rule.conda_env.name
-        # the package itself, installed from this checkout
-        assert REPO.resolve() in env["editable"], f"{rule.conda_env.name} lacks '-e ..'"
+        # the package itself: no path in the env file (Snakemake deploys a copy of it under
+        # .snakemake/conda/), but the post-deploy script beside it, from REGIONGRAPH_SOURCE
+        assert not env["editable"], f"{rule.conda_env.name}: '-e' paths break in Snakemake's copy"
+        post_deploy = rule.conda_env.with_suffix(".post-deploy.sh")
+        assert post_deploy.is_file(), f"{rule.conda_env.name}: no {post_deploy.name} beside it"
+        assert 'pip install --no-deps -e "$REGIONGRAPH_SOURCE"' in post_deploy.read_text()
 
 
 VARIANTS = [(None, None), *BACKENDS, ("dataset", "ssv2")]
@@ -209,9 +213,12 @@ def test_env_provides_every_module_the_rule_imports(section, backend):
     assert not problems, "\n".join(problems)
 
 
-def test_detectron2_env_says_how_to_install_it():
-    text = (REPO / "envs" / "detectron2.yaml").read_text()
-    assert "--no-build-isolation" in text and "detectron2.git" in text
+def test_detectron2_env_builds_it_after_creation():
+    text = (REPO / "envs" / "detectron2.post-deploy.sh").read_text()
+    assert "--no-build-isolation" in text and "detectron2.git" in text and "DETECTRON2_SOURCE" in text
+    header = (REPO / "envs" / "detectron2.yaml").read_text()
+    section = re.search(r'README, "([^"]+)"', header)[1]
+    assert f"### {section}" in (REPO / "README.md").read_text(), f"README has no section {section!r}"
 
 
 def test_closure_follows_package_imports_and_separates_lazy_ones(tmp_path):

@@ -39,10 +39,11 @@ from regiongraph.io.safe_pickle import load_array_pickle
 MODEL_ZOO_CONFIG = "COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"
 MODEL_ZOO_WEIGHTS = "https://dl.fbaipublicfiles.com/detectron2/COCO-Detection/faster_rcnn_R_50_FPN_3x/137849458/model_final_280758.pkl"
 INSTALL_HINT = (
-    "the detectron2 box backend needs detectron2, which is not installed. Install it from source:\n"
+    "the detectron2 box backend needs detectron2, which is not installed. Install it from source "
+    "(README, 'The detectron2 backend'):\n"
     "    pip install 'git+https://github.com/facebookresearch/detectron2.git' --no-build-isolation --use-pep517\n"
-    '    pip install "setuptools<81"    # its model zoo imports pkg_resources\n'
-    "(or run with --use-conda, which uses envs/detectron2.yaml), or choose boxes.backend: torchvision"
+    "(or run with --use-conda, which builds it into envs/detectron2.yaml's environment), or "
+    "choose boxes.backend: torchvision"
 )
 SOURCES = ("detections", "proposals")
 DETECTIONS_BEFORE_TOP_K = 100
@@ -56,6 +57,21 @@ def import_detectron2():
     except ImportError as error:
         raise ImportError(INSTALL_HINT) from error
     return detectron2
+
+
+def model_zoo_config_file(name: str) -> Path:
+    """A model-zoo config as ``detectron2.model_zoo.get_config_file`` finds it, without
+    importing ``detectron2.model_zoo`` (it imports ``pkg_resources``, gone from setuptools 81):
+    detectron2's build copies ``configs/`` into the package as ``model_zoo/configs``."""
+    detectron2 = import_detectron2()
+    configs = Path(detectron2.__file__).parent / "model_zoo" / "configs"
+    path = configs / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"boxes.detectron2_config: {name!r} is neither a file nor a model-zoo config "
+            f"(none at {path})"
+        )
+    return path
 
 
 def detectron2_config(
@@ -72,14 +88,7 @@ def detectron2_config(
 
     path = Path(config_file)
     if not path.is_file():
-        from detectron2 import model_zoo
-
-        try:
-            path = Path(model_zoo.get_config_file(config_file))
-        except RuntimeError as error:
-            raise FileNotFoundError(
-                f"boxes.detectron2_config: {config_file!r} is neither a file nor a model-zoo config ({error})"
-            ) from error
+        path = model_zoo_config_file(config_file)
     cfg = get_cfg()
     cfg.merge_from_file(str(path))
     cfg.MODEL.WEIGHTS = ""
