@@ -159,12 +159,18 @@ def slurm_profile(tmp_path_factory):
     return fitted_profile(tmp_path_factory.mktemp("profile"))
 
 
-def test_demo_runs_as_slurm_jobs_with_the_profiles_requests(tmp_path, slurm_profile, local_run):
-    workdir, configfile = workdir_with_config(tmp_path, "work")
+@pytest.fixture(scope="module")
+def slurm_run(tmp_path_factory, slurm_profile):
+    """The demo to ``evaluate`` through the profile: (work folder, config file, its output)."""
+    workdir, configfile = workdir_with_config(tmp_path_factory.mktemp("slurm"), "work")
     proc = run(["--configfile", str(configfile), "--profile", str(slurm_profile), *STATUS_FLAGS, "evaluate"],
                workdir, 1500)
     assert proc.returncode == 0, proc.stdout[-6000:]
+    return workdir, configfile, proc
 
+
+def test_demo_runs_as_slurm_jobs_with_the_profiles_requests(slurm_run, slurm_profile, local_run):
+    workdir, configfile, proc = slurm_run
     profile = yaml.safe_load((slurm_profile / "config.v8+.yaml").read_text())
     rules = load_rules(workdir, [configfile])
     jobs = slurm_jobs(workdir)
@@ -194,25 +200,30 @@ def test_demo_runs_as_slurm_jobs_with_the_profiles_requests(tmp_path, slurm_prof
     assert outputs(workdir) == local_run
 
 
-def running_job(workdir: Path, timeout: float = 600) -> dict:
+def running_job(workdir: Path, rule: str, timeout: float = 600) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for job in slurm_jobs(workdir):
-            if job["JobState"] == "RUNNING" and "features_shard" in job["Comment"]:
+            if job["JobState"] == "RUNNING" and job["Comment"].startswith(f"rule_{rule}_"):
                 return job
         time.sleep(1)
-    pytest.fail("no features_shard job ran within the time")
+    pytest.fail(f"no {rule} job ran within {timeout} s")
 
 
-def test_a_cancelled_job_is_redone_by_the_same_command(tmp_path, slurm_profile, local_run):
-    """--jobs 2 is below the 3 flow and 3 box shards that are ready at once after the index."""
-    workdir, configfile = workdir_with_config(tmp_path, "work")
+def test_a_cancelled_job_is_redone_by_the_same_command(tmp_path, slurm_run, slurm_profile, local_run):
+    """The demo's feature shards deleted and made again with --jobs 2, below the six that are
+    ready at once; one of them is cancelled while it runs, and the same command finishes."""
+    done, configfile, _ = slurm_run
+    workdir = tmp_path / "work"
+    shutil.copytree(done, workdir, symlinks=True)
+    for path in (workdir / "results" / "features").rglob("shard-*.h5"):
+        path.unlink()
     command = ["--configfile", str(configfile), "--profile", str(slurm_profile), *STATUS_FLAGS,
                "--jobs", "2", "--retries", "0", "evaluate"]
     proc = subprocess.Popen(snakemake_cmd("-s", str(REPO / "Snakefile"), *command), cwd=workdir,
                             env=cluster_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        victim = running_job(workdir)
+        victim = running_job(workdir, "features_shard")
         subprocess.run(["scancel", victim["JobId"]], check=True)
         out, _ = proc.communicate(timeout=1500)
     finally:
@@ -220,13 +231,16 @@ def test_a_cancelled_job_is_redone_by_the_same_command(tmp_path, slurm_profile, 
             proc.send_signal(signal.SIGINT)
             proc.communicate(timeout=120)
     assert proc.returncode != 0, out[-3000:]
-    cancelled = [j for j in slurm_jobs(workdir) if j["JobId"] == victim["JobId"]]
-    assert cancelled[0]["JobState"] == "CANCELLED"
-    before = {j["JobId"] for j in slurm_jobs(workdir)}
+    first = {j["JobId"]: j for j in slurm_jobs(workdir)}
+    assert first[victim["JobId"]]["JobState"] == "CANCELLED"
+    # the other five feature shards were made (keep-going)
+    made = [j for j in first.values() if j["Comment"].startswith("rule_features_shard_")]
+    assert len(made) == 6 and sum(j["JobState"] == "COMPLETED" for j in made) == 5
+    assert len(list((workdir / "results" / "features").rglob("shard-*.h5"))) == 5
     again = run(command, workdir, 1500)
     assert again.returncode == 0, again.stdout[-6000:]
-    redone = [j for j in slurm_jobs(workdir) if j["JobId"] not in before]
-    assert any(j["Comment"] == victim["Comment"] for j in redone)
+    redone = [j for j in slurm_jobs(workdir) if j["JobId"] not in first]
+    assert [j["Comment"] for j in redone if "features_shard" in j["Comment"]] == [victim["Comment"]]
     assert all(j["JobState"] == "COMPLETED" for j in redone)
     assert outputs(workdir) == local_run
 
