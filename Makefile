@@ -39,7 +39,9 @@ test: lint
 # slurm-wlm and munge, installed on first use): tests/test_slurm_cluster.py
 test-slurm: setup
 	bash .ci/slurm/setup.sh
-	REGIONGRAPH_SLURM_CLUSTER=1 $(BIN)/pytest -q -p no:cacheprovider --durations=10 tests/test_slurm_cluster.py
+	# a basetemp of its own: pytest removes all but the last three of the shared /tmp/pytest-of-<user>
+	REGIONGRAPH_SLURM_CLUSTER=1 $(BIN)/pytest -q -p no:cacheprovider --durations=10 \
+		--basetemp=build/test-slurm tests/test_slurm_cluster.py
 
 # detectron2 built from a source tarball once per machine (wheel cached in WHEELS) into .venv;
 # nothing to do where there is no tarball (REGIONGRAPH_VENDOR/detectron2-*.tar.gz or D2_TARBALL)

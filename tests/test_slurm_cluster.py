@@ -200,14 +200,15 @@ def test_demo_runs_as_slurm_jobs_with_the_profiles_requests(slurm_run, slurm_pro
     assert outputs(workdir) == local_run
 
 
-def running_job(workdir: Path, rule: str, timeout: float = 600) -> dict:
+def running_job(workdir: Path, rule: str, proc: subprocess.Popen, timeout: float = 600) -> dict:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and proc.poll() is None:
         for job in slurm_jobs(workdir):
             if job["JobState"] == "RUNNING" and job["Comment"].startswith(f"rule_{rule}_"):
                 return job
         time.sleep(1)
-    pytest.fail(f"no {rule} job ran within {timeout} s")
+    out = proc.stdout.read() if proc.poll() is not None else ""
+    pytest.fail(f"no {rule} job ran (snakemake exit status {proc.poll()}):\n{out[-4000:]}")
 
 
 def test_a_cancelled_job_is_redone_by_the_same_command(tmp_path, slurm_run, slurm_profile, local_run):
@@ -223,7 +224,7 @@ def test_a_cancelled_job_is_redone_by_the_same_command(tmp_path, slurm_run, slur
     proc = subprocess.Popen(snakemake_cmd("-s", str(REPO / "Snakefile"), *command), cwd=workdir,
                             env=cluster_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        victim = running_job(workdir, "features_shard")
+        victim = running_job(workdir, "features_shard", proc)
         subprocess.run(["scancel", victim["JobId"]], check=True)
         out, _ = proc.communicate(timeout=1500)
     finally:
