@@ -293,6 +293,15 @@ def test_a_job_no_partition_can_run_is_named_with_what_it_asks():
     fitted = {"cpu": PartitionLimits("cpu", 2, 23081, None, 0), "gpu": PartitionLimits("gpu", 6, 64000, 1440, 4)}
     problems = misfits([index, small, gpu_job], cluster, fitted, "partitions.yaml")
     assert problems == [problems[0]] and "more than any partition of partitions.yaml" in problems[0]
+    # each limit on its own: memory, time, GPUs
+    assert misfits([request_of("split", 1, {"mem_mb": 30000})], cluster)[0].startswith(
+        "rule split: asks for 1 CPUs, 30000 MB, more than"
+    )
+    assert misfits([request_of("split", 1, {"mem_mb": 30000})], {"big": PartitionLimits("big", 2, 40000, None, 0, True)}) == []
+    day = {"gpu": PartitionLimits("gpu", 8, 64000, 1440, 4, True)}
+    assert misfits([request_of("train", 1, {"runtime": 1441})], day)[0].startswith("rule train: asks for 1 CPUs, 1441 min")
+    assert misfits([request_of("train", 1, {"runtime": 1440, "gpu": 4})], day) == []
+    assert misfits([request_of("train", 1, {"gpu": 5})], day)[0].startswith("rule train: asks for 1 CPUs, 5 GPUs")
     # a job sent to a named partition must fit that one
     pinned = request_of("split", 4, {"slurm_partition": "cpu"})
     assert misfits([pinned], cluster)[0].startswith("rule split: asks for 4 CPUs, more than partition 'cpu'")
