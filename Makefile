@@ -40,6 +40,7 @@ test: lint
 test-slurm: setup
 	bash .ci/slurm/setup.sh
 	# a basetemp of its own: pytest removes all but the last three of the shared /tmp/pytest-of-<user>
+	@mkdir -p build
 	REGIONGRAPH_SLURM_CLUSTER=1 $(BIN)/pytest -q -p no:cacheprovider --durations=10 \
 		--basetemp=build/test-slurm tests/test_slurm_cluster.py
 
