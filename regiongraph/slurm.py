@@ -130,20 +130,27 @@ def parse_sinfo(text: str) -> dict[str, PartitionLimits]:
     return partitions
 
 
+def _number(value) -> int | None:
+    """A resource as a whole number; None where it is not one yet (a value Snakemake evaluates
+    only when the job runs)."""
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def request_of(rule: str, threads: int, resources: Mapping) -> JobRequest:
     """CPUs as the plugin computes them: cpus_per_task, else cpus_per_gpu x GPUs, else threads."""
-    gpus = int(resources.get("gpu", 0) or 0)
-    if resources.get("cpus_per_task") is not None:
-        cpus = int(resources["cpus_per_task"])
-    elif gpus and resources.get("cpus_per_gpu") is not None:
-        cpus = int(resources["cpus_per_gpu"]) * gpus
-    else:
-        cpus = int(threads)
-    mem = resources.get("mem_mb")
-    runtime = resources.get("runtime")
+    gpus = _number(resources.get("gpu", 0)) or 0
+    cpus = _number(resources.get("cpus_per_task"))
+    if cpus is None and gpus:
+        per_gpu = _number(resources.get("cpus_per_gpu"))
+        cpus = None if per_gpu is None else per_gpu * gpus
+    if cpus is None:
+        cpus = _number(threads) or 1
     return JobRequest(
-        rule, max(cpus, 1), None if mem is None else int(mem),
-        None if runtime is None else int(runtime), gpus, resources.get("slurm_partition"),
+        rule, max(cpus, 1), _number(resources.get("mem_mb")), _number(resources.get("runtime")),
+        gpus, resources.get("slurm_partition"),
     )
 
 

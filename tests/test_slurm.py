@@ -343,3 +343,8 @@ def test_array_jobs_are_refused_where_the_plugin_would_drop_some():
     assert array_jobs_problem({"flow_shard"}, small, 200, 100) is None
     assert "more than the 2" in array_jobs_problem({"flow_shard"}, small, 2, 100)
     assert array_jobs_problem({"index"}, small, 2, 100) is None  # one job: never an array
+
+
+def test_resources_not_known_before_the_job_runs_are_not_checked():
+    request = request_of("boxes_shard", "TBD", {"mem_mb": "<TBD>", "runtime": 30, "gpu": 1, "cpus_per_gpu": 4})
+    assert (request.cpus, request.mem_mb, request.minutes, request.gpus) == (4, None, 30, 1)

@@ -78,13 +78,19 @@ def fitted_profile(root: Path) -> Path:
     return folder
 
 
-def slurm_jobs(workdir: Path) -> list[dict]:
-    """Every job SLURM ran from ``workdir``, as ``scontrol show job -o`` lists it."""
+def run_ids(output: str) -> set[str]:
+    """The plugin's run ID, the job name of every job of that run."""
+    return set(re.findall(r"SLURM run ID: (\S+)", output))
+
+
+def slurm_jobs(workdir: Path, runs: set[str] | None = None) -> list[dict]:
+    """Every job SLURM ran from ``workdir`` (for the runs named), as ``scontrol show job -o``
+    lists it."""
     out = subprocess.run(["scontrol", "show", "job", "-o"], capture_output=True, text=True).stdout
     jobs = []
     for line in out.splitlines():
         fields = dict(re.findall(r"(\S+?)=(\S*)", line))
-        if fields.get("WorkDir") == str(workdir):
+        if fields.get("WorkDir") == str(workdir) and (runs is None or fields.get("JobName") in runs):
             jobs.append(fields)
     return jobs
 
@@ -173,7 +179,8 @@ def test_demo_runs_as_slurm_jobs_with_the_profiles_requests(slurm_run, slurm_pro
     workdir, configfile, proc = slurm_run
     profile = yaml.safe_load((slurm_profile / "config.v8+.yaml").read_text())
     rules = load_rules(workdir, [configfile])
-    jobs = slurm_jobs(workdir)
+    (run_id,) = run_ids(proc.stdout)
+    jobs = slurm_jobs(workdir, {run_id})
     assert jobs, "no SLURM job ran from the work folder"
     ran: dict[str, int] = {}
     for job in jobs:
@@ -212,13 +219,14 @@ def running_job(workdir: Path, rule: str, proc: subprocess.Popen, timeout: float
 
 
 def test_a_cancelled_job_is_redone_by_the_same_command(tmp_path, slurm_run, slurm_profile, local_run):
-    """The demo's feature shards deleted and made again with --jobs 2, below the six that are
-    ready at once; one of them is cancelled while it runs, and the same command finishes."""
+    """The demo's feature shards and heads deleted and made again with --jobs 2, below the six
+    shards that are ready at once; one is cancelled while it runs, and the same command finishes."""
     done, configfile, _ = slurm_run
     workdir = tmp_path / "work"
     shutil.copytree(done, workdir, symlinks=True)
     for path in (workdir / "results" / "features").rglob("shard-*.h5"):
         path.unlink()
+    shutil.rmtree(workdir / "results" / "gcn")  # or Snakemake has nothing to do
     command = ["--configfile", str(configfile), "--profile", str(slurm_profile), *STATUS_FLAGS,
                "--jobs", "2", "--retries", "0", "evaluate"]
     proc = subprocess.Popen(snakemake_cmd("-s", str(REPO / "Snakefile"), *command), cwd=workdir,
@@ -232,7 +240,7 @@ def test_a_cancelled_job_is_redone_by_the_same_command(tmp_path, slurm_run, slur
             proc.send_signal(signal.SIGINT)
             proc.communicate(timeout=120)
     assert proc.returncode != 0, out[-3000:]
-    first = {j["JobId"]: j for j in slurm_jobs(workdir)}
+    first = {j["JobId"]: j for j in slurm_jobs(workdir, run_ids(out))}
     assert first[victim["JobId"]]["JobState"] == "CANCELLED"
     # the other five feature shards were made (keep-going)
     made = [j for j in first.values() if j["Comment"].startswith("rule_features_shard_")]
@@ -240,7 +248,7 @@ def test_a_cancelled_job_is_redone_by_the_same_command(tmp_path, slurm_run, slur
     assert len(list((workdir / "results" / "features").rglob("shard-*.h5"))) == 5
     again = run(command, workdir, 1500)
     assert again.returncode == 0, again.stdout[-6000:]
-    redone = [j for j in slurm_jobs(workdir) if j["JobId"] not in first]
+    redone = slurm_jobs(workdir, run_ids(again.stdout))
     assert [j["Comment"] for j in redone if "features_shard" in j["Comment"]] == [victim["Comment"]]
     assert all(j["JobState"] == "COMPLETED" for j in redone)
     assert outputs(workdir) == local_run

@@ -149,6 +149,8 @@ stop_slurm_only() {
     sleep 1
 }
 stop_slurm_only
+# a fresh controller: no job of an earlier run (job ids start again at 1)
+rm -rf "${SLURM_ROOT:?}"/spool/ctld/*
 /usr/sbin/slurmctld -i   # -i: ignore saved state of an earlier run
 for _ in $(seq 100); do scontrol ping 2>/dev/null | grep -q UP && break; sleep 0.2; done
 /usr/sbin/slurmd
