@@ -99,6 +99,7 @@ def check_deployed(workdir: Path, calls: list[dict], envs: set[str]) -> dict[str
     return prefixes
 
 
+@pytest.mark.slow
 def test_env_files_and_post_deploy_scripts_install_the_package(tmp_path):
     proc, calls = deploy(tmp_path, tiny_config())
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -110,6 +111,7 @@ def detectron2_wheel() -> Path | None:
     return next(iter(sorted(cache.glob("detectron2-*/detectron2-*.whl"))), None)
 
 
+@pytest.mark.slow
 def test_detectron2_env_builds_detectron2_after_creation(tmp_path):
     wheel = detectron2_wheel()
     if wheel is None:
