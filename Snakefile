@@ -14,6 +14,7 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/execution.smk"
 include: "rules/dataset.smk"
 include: "rules/flow.smk"
 include: "rules/boxes.smk"

@@ -1,7 +1,7 @@
 # Config in one place: validated against the schema (defaults filled in) before any job runs,
 # then turned into the named values and input functions the rule files use; rule bodies only
-# name them. Only light modules of the package are imported here (config, console, deploy,
-# slurm, sources), so that the workflow parses in any Snakemake environment.
+# name them. Only light modules of the package are imported here (config, console, sources), so
+# that the workflow parses in any Snakemake environment.
 import os
 
 from snakemake.exceptions import WorkflowError
@@ -9,8 +9,6 @@ from snakemake.exceptions import WorkflowError
 from regiongraph.backbones import arch_problems, backbone_spec
 from regiongraph.config import ConfigError, validate_config
 from regiongraph.console import dropped_report, failed_jobs_report, print_console_report
-from regiongraph.deploy import export_workflow_folder
-from regiongraph.slurm import check_slurm_run
 from regiongraph.sources import is_url
 
 try:
@@ -29,9 +27,6 @@ SSV2 = DATASET == "ssv2"
 # SSv1 run's (or the demo's) in the same results folder.
 RESULTS = os.path.join(config["results"], "ssv2") if SSV2 else config["results"]
 DEVICE = config["device"]
-# envs/*.post-deploy.sh install the package from here into each --use-conda environment:
-# Snakemake runs them as copies under .snakemake/conda/, where no relative path leads back.
-export_workflow_folder(workflow.basedir)
 ENVS = {
     "cv": "../envs/cv.yaml",
     "torch": "../envs/torch.yaml",
@@ -289,15 +284,6 @@ def dropped_shard_inputs():
         for stage in ("flow", "boxes", "features")
         for path in TARGETS.get(stage, [])
     ]
-
-
-# With the SLURM executor: a job no node can run, sacct without accounting, or array jobs that
-# the plugin would never submit stop the run here, before anything is submitted.
-onstart:
-    try:
-        check_slurm_run(workflow)
-    except (ValueError, RuntimeError) as error:
-        raise WorkflowError(str(error)) from None
 
 
 onsuccess:
