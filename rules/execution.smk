@@ -3,7 +3,6 @@
 from regiongraph.deploy import export_workflow_folder
 from regiongraph.slurm import check_slurm_run
 
-
 # envs/*.post-deploy.sh install the package from here into each --use-conda environment:
 # Snakemake runs them as copies under .snakemake/conda/, where no relative path leads back.
 export_workflow_folder(workflow.basedir)
