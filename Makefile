@@ -53,10 +53,10 @@ WHEELS ?= $(HOME)/.cache/regiongraph/wheels
 detectron2: setup
 	bash .ci/detectron2.sh "$(D2_TARBALL)" "$(WHEELS)"
 
-# the edit-test loop: everything but the end-to-end workflow runs (under two minutes)
+# the edit-test loop: everything but the workflow runs and the tests that start Snakemake
 test-fast: setup
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q -p no:cacheprovider -m "not slow"
+	$(BIN)/pytest -q -p no:cacheprovider -m "not slow and not workflow"
 
 bench: setup
 	$(BIN)/python bench/extract.py

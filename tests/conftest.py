@@ -75,3 +75,11 @@ def tiny_ssv2_download(tmp_path_factory) -> tuple[Path, Path, Path]:
     root = tmp_path_factory.mktemp("ssv2-download")
     make_toy_ssv2(root / "archives", root / "annotations", root / "something-else", TINY_TOY)
     return root / "archives", root / "annotations" / SSV2_LABELS_ZIP, root / "something-else"
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Every test of a ``*_workflow.py`` module starts Snakemake (about 10 s each): marked
+    ``workflow``, so that ``make test-fast`` can leave them to ``make test``."""
+    for item in items:
+        if item.path.name.endswith("_workflow.py"):
+            item.add_marker(pytest.mark.workflow)

@@ -347,6 +347,7 @@ def test_an_arch_without_a_spatial_map_names_the_supported_ones():
         ({"arch": "x3d_m"}, ["backbone.width_per_group (16) applies to the I3D archs only"]),
     ],
 )
+@pytest.mark.workflow
 def test_a_backbone_config_error_stops_before_any_job(tmp_path, backbone, names):
     proc = run_snakemake(tmp_path, {"backbone": backbone}, "--cores", "1", "features", check=False)
     message = proc.stdout + proc.stderr
